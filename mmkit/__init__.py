@@ -1,0 +1,35 @@
+"""mmkit: batch augmentation with unimodal fine-tuning for multimodal (image + text) classification.
+
+One sample's way from disk to a number in the report, one module per step:
+
+    mmkit.data      read_upmc_food101 / read_fpus23 / read_manifest / synthetic  -> Dataset
+    mmkit.augment   make_loader: decode once, M augmented views per sample     -> uint8 batches
+    mmkit.models    image backbone + layer policy  |  mmkit.text: text encoders -> features / logits
+    mmkit.features  feature bank: K cached views from a frozen backbone        -> fusion head input
+    mmkit.fusion    fusion heads  |  mmkit.train: one fit loop, selection on val -> checkpoints, metrics
+    mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
+"""
+
+from mmkit.config import (
+    AugmentConfig,
+    DataConfig,
+    FusionConfig,
+    ModelConfig,
+    TextConfig,
+    TrainConfig,
+)
+from mmkit.data import Dataset, DataError, Record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "DataError",
+    "Dataset",
+    "FusionConfig",
+    "ModelConfig",
+    "Record",
+    "TextConfig",
+    "TrainConfig",
+]

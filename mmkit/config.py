@@ -1,0 +1,128 @@
+"""Settings as dataclasses, one per stage of the data flow.
+
+A notebook's ``parameters`` cell uses exactly these field names, so ``config_from_params(DataConfig, params)``
+turns the cell's variables into a config with no renaming. Every run writes its resolved configs next to
+its outputs (``save_configs``).
+
+Example:
+    >>> cfg = config_from_params(DataConfig, {"dataset": "synthetic_food101", "seed": 3, "lr": 0.1})
+    >>> cfg.dataset, cfg.seed
+    ('synthetic_food101', 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is split."""
+
+    dataset: str = "synthetic_food101"  # synthetic_food101 | synthetic_fpus23 | upmc_food101 | fpus23 | manifest
+    data_root: Optional[str] = None  # None: the synthetic default under data/<dataset>
+    task: Optional[str] = None  # fpus23: "head" (binary) or "organs" (multi-label)
+    include_view: bool = True  # fpus23: keep the View_fetus field in the text (it nearly names the label)
+    val_fraction: float = 0.1
+    seed: int = 0
+    on_error: str = "raise"  # "raise" or "skip" (skips are logged and listed, never silent)
+
+
+@dataclass
+class AugmentConfig:
+    """Batch augmentation: which pipeline, how big, how many views of each sample per batch."""
+
+    preset: str = "seed"  # seed | light | food | ultrasound
+    image_size: int = 224
+    copies: int = 1  # M views of each sample in a batch (1 = the published behaviour)
+    batch_size: int = 32
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """The image backbone and which of its blocks train."""
+
+    backbone: str = "timm:resnet18"
+    pretrained: Optional[str] = None  # a hub tag, a local checkpoint path, or None for random init
+    train_blocks: str = "all"  # none | all | first:K | last:K
+
+
+@dataclass
+class TrainConfig:
+    """One fit loop for both stages."""
+
+    epochs: int = 5
+    lr: float = 5e-4
+    optimizer: str = "sgd"  # sgd | adamw
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.0
+    grad_accum: int = 1
+    amp: bool = True  # used only where the device supports it
+    channels_last: bool = True
+    seed: int = 0
+    out_dir: str = "runs/stage1"
+
+
+@dataclass
+class TextConfig:
+    """The text side: which encoder, and how its outputs enter the fusion head."""
+
+    text_encoder: str = "tfidf"  # tfidf | bow-mlp | minilm | open_clip:<model> | hf:<name or path>
+    text_folds: int = 5  # k for out-of-fold logits of stacked text classifiers
+
+
+@dataclass
+class FusionConfig:
+    """Stage 2: the fusion head and its feature bank."""
+
+    head: str = "concat-linear"  # concat-linear | concat-mlp | late | gated
+    bank_views: int = 8  # K augmented views of each training image cached in the feature bank
+    modality_dropout: float = 0.0
+
+
+def config_from_params(cls: type[T], params: dict[str, Any]) -> T:
+    """Build ``cls`` from the entries of ``params`` that name its fields (others are ignored)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in params.items() if k in names})
+
+
+def config_fields() -> dict[str, str]:
+    """Every config field name mapped to the dataclass that owns it (for checking notebook parameters)."""
+    out: dict[str, str] = {}
+    for cls in (DataConfig, AugmentConfig, ModelConfig, TrainConfig, TextConfig, FusionConfig):
+        for f in fields(cls):
+            out.setdefault(f.name, cls.__name__)
+    return out
+
+
+def save_configs(path: str | Path, *configs: Any) -> Path:
+    """Write the resolved configs as one JSON object keyed by class name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {type(c).__name__: asdict(c) for c in configs if dataclasses.is_dataclass(c)}
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "FusionConfig",
+    "ModelConfig",
+    "TextConfig",
+    "TrainConfig",
+    "config_fields",
+    "config_from_params",
+    "field",
+    "save_configs",
+]
