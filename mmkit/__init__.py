@@ -18,7 +18,7 @@ from mmkit.config import (
     TextConfig,
     TrainConfig,
 )
-from mmkit.data import Dataset, DataError, Record
+from mmkit.data import DataError, Dataset, Record
 
 __version__ = "0.1.0"
 

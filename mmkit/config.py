@@ -25,7 +25,9 @@ T = TypeVar("T")
 class DataConfig:
     """Where the data is and how it is split."""
 
-    dataset: str = "synthetic_food101"  # synthetic_food101 | synthetic_fpus23 | upmc_food101 | fpus23 | manifest
+    dataset: str = (
+        "synthetic_food101"  # synthetic_food101 | synthetic_fpus23 | upmc_food101 | fpus23 | manifest
+    )
     data_root: Optional[str] = None  # None: the synthetic default under data/<dataset>
     task: Optional[str] = None  # fpus23: "head" (binary) or "organs" (multi-label)
     include_view: bool = True  # fpus23: keep the View_fetus field in the text (it nearly names the label)

@@ -54,5 +54,7 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
     """Read ``out_dir/metrics.json``; a clear error when the notebook did not write it."""
     path = Path(out_dir) / METRICS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: the notebook did not call mmkit.report.write_metrics")
+        raise FileNotFoundError(
+            f"{path} does not exist: the notebook did not call mmkit.report.write_metrics"
+        )
     return json.loads(path.read_text())

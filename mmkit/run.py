@@ -1,11 +1,25 @@
-"""Papermill runner: execute a parameterized notebook headlessly and collect its metrics.json.
+"""Papermill runner and the ``mmkit`` command line.
+
+``mmkit run NOTEBOOK [-p NAME VALUE]... [--smoke] [--out DIR]`` executes a notebook headlessly (kernel
+``python3``, working directory the repo root) into ``DIR`` and leaves there the executed notebook and the
+``metrics.json`` the notebook wrote. Parameters are checked against the notebook's ``parameters`` cell
+before anything runs: an unknown name or a value of the wrong type is an error that lists the valid
+parameters. ``--smoke`` applies the notebook's small CI parameters from ``notebooks/smoke.yaml``.
+
+``mmkit demo --out runs/demo`` generates the synthetic data and runs notebooks 01 -> 05 in order, handing the
+stage-1 checkpoint on to the notebooks that take one, then prints the comparison table.
 
 Example:
-    >>> # execute_notebook("notebooks/01_explore_dataset.ipynb", "runs/x", {"seed": 1}, smoke=True)
+    >>> parse_value("3"), parse_value("0.5"), parse_value("None"), parse_value("timm:test_resnet")
+    (3, 0.5, None, 'timm:test_resnet')
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
+import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,12 +31,87 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 SMOKE_FILE = NOTEBOOKS / "smoke.yaml"
 KERNEL = "python3"
+DEMO_ORDER = (
+    "01_explore_dataset",
+    "02_augmentations",
+    "03_unimodal_finetune",
+    "04_multimodal_fusion",
+    "05_reproduce",
+)
+
+
+class ParameterError(ValueError):
+    """A parameter the notebook does not declare, or a value of the wrong type."""
+
+
+def parse_value(text: str) -> Any:
+    """Read a command-line value as a Python literal when it is one (3, 0.5, True, None, [1, 2]), else a str."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if low in ("none", "null"):
+            return None
+        return text
 
 
 def smoke_parameters(notebook: str | Path) -> dict[str, Any]:
     """The small CI parameters of ``notebook`` from ``notebooks/smoke.yaml`` (keyed by file stem)."""
-    table = yaml.safe_load(SMOKE_FILE.read_text()) or {} if SMOKE_FILE.exists() else {}
+    table = (yaml.safe_load(SMOKE_FILE.read_text()) or {}) if SMOKE_FILE.exists() else {}
     return dict(table.get(Path(notebook).stem, {}) or {})
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``parameters`` cell of ``notebook``: name -> {inferred_type_name, default, ...} (papermill)."""
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(notebook))
+    if not params:
+        raise ParameterError(
+            f"{notebook} has no cell tagged 'parameters'; tag one so it can be parameterized"
+        )
+    return params
+
+
+_SCALARS = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+def _type_ok(value: Any, type_name: str) -> bool:
+    type_name = type_name.replace(" ", "")
+    if type_name.startswith("Optional[") and type_name.endswith("]"):
+        return value is None or _type_ok(value, type_name[len("Optional[") : -1])
+    if type_name in ("None", "Any", ""):
+        return True  # no annotation: nothing to check against
+    if type_name.split("[")[0] in ("list", "List", "tuple", "Tuple"):
+        return isinstance(value, (list, tuple))
+    if type_name.split("[")[0] in ("dict", "Dict"):
+        return isinstance(value, dict)
+    expected = _SCALARS.get(type_name)
+    if expected is None:
+        return True  # an annotation we don't model
+    if isinstance(value, bool) and type_name != "bool":
+        return False  # True is an int to Python, not to a user typing a learning rate
+    return isinstance(value, expected)
+
+
+def check_parameters(notebook: str | Path, parameters: dict[str, Any]) -> None:
+    """Raise ``ParameterError`` for names the notebook doesn't declare or values of the wrong type."""
+    declared = notebook_parameters(notebook)
+    listing = "\n".join(f"  {n}: {p['inferred_type_name']} = {p['default']}" for n, p in declared.items())
+    problems = []
+    for name, value in parameters.items():
+        if name not in declared:
+            problems.append(f"unknown parameter {name!r}")
+        elif not _type_ok(value, declared[name]["inferred_type_name"]):
+            problems.append(
+                f"{name}={value!r} is {type(value).__name__}, expected {declared[name]['inferred_type_name']}"
+            )
+    if problems:
+        raise ParameterError(
+            f"{Path(notebook).name}: " + "; ".join(problems) + f".\nValid parameters:\n{listing}"
+        )
 
 
 def execute_notebook(
@@ -33,17 +122,18 @@ def execute_notebook(
 ) -> dict[str, Any]:
     """Execute ``notebook`` into ``out_dir`` with papermill and return the metrics it wrote there.
 
-    ``out_dir`` (absolute) is passed as the notebook's ``out_dir`` parameter; ``smoke`` applies the
-    notebook's smoke parameters first, then ``parameters`` on top.
+    ``smoke`` applies the notebook's smoke parameters first, then ``parameters`` on top; ``out_dir``
+    (absolute) is passed as the notebook's ``out_dir`` parameter.
     """
     import papermill as pm
 
     notebook = Path(notebook).resolve()
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
     params = smoke_parameters(notebook) if smoke else {}
     params.update(parameters or {})
     params["out_dir"] = str(out_dir)
+    check_parameters(notebook, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         str(notebook),
         str(out_dir / notebook.name),
@@ -53,3 +143,78 @@ def execute_notebook(
         progress_bar=False,
     )
     return read_metrics(out_dir)
+
+
+def _resolve_notebook(name: str) -> Path:
+    path = Path(name)
+    if path.exists():
+        return path
+    for candidate in (NOTEBOOKS / name, NOTEBOOKS / f"{name}.ipynb"):
+        if candidate.exists():
+            return candidate
+    matches = sorted(NOTEBOOKS.glob(f"{name}*.ipynb"))
+    if len(matches) == 1:
+        return matches[0]
+    available = ", ".join(p.stem for p in sorted(NOTEBOOKS.glob("*.ipynb")))
+    raise SystemExit(f"mmkit run: no notebook {name!r}; available: {available}")
+
+
+def run_demo(out: str | Path, smoke: bool = False) -> dict[str, dict[str, Any]]:
+    """Run notebooks 01 -> 05 in order into ``out/<stem>/``; stage 1's checkpoint feeds later notebooks."""
+    out = Path(out).resolve()
+    results: dict[str, dict[str, Any]] = {}
+    checkpoint: Optional[str] = None
+    for stem in DEMO_ORDER:
+        notebook = NOTEBOOKS / f"{stem}.ipynb"
+        if not notebook.exists():
+            print(f"[mmkit demo] {stem}: not in this checkout, skipped", flush=True)
+            continue
+        params: dict[str, Any] = {}
+        if checkpoint and "checkpoint" in notebook_parameters(notebook):
+            params["checkpoint"] = checkpoint
+        start = time.perf_counter()
+        print(f"[mmkit demo] {stem} ...", flush=True)
+        metrics = execute_notebook(notebook, out / stem, params, smoke=smoke)
+        print(f"[mmkit demo] {stem} done in {time.perf_counter() - start:.0f} s", flush=True)
+        checkpoint = metrics.get("checkpoint", checkpoint)
+        results[stem] = metrics
+    table = out / "05_reproduce" / "comparison.md"
+    if table.exists():
+        print(table.read_text())
+    return results
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmkit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute one notebook with papermill")
+    run.add_argument("notebook", help="a path, or a name under notebooks/ (e.g. 03 or 03_unimodal_finetune)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    run.add_argument("--smoke", action="store_true", help="apply the notebook's CI parameters (smoke.yaml)")
+    run.add_argument("--out", default=None, help="output folder (default runs/<notebook stem>)")
+    demo = sub.add_parser("demo", help="synthetic data, then notebooks 01 -> 05, then the comparison table")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--smoke", action="store_true")
+    sub.add_parser("params", help="list a notebook's parameters").add_argument("notebook")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "run":
+            notebook = _resolve_notebook(args.notebook)
+            out = Path(args.out or ROOT / "runs" / notebook.stem)
+            params = {name: parse_value(value) for name, value in args.parameter}
+            metrics = execute_notebook(notebook, out, params, smoke=args.smoke)
+            print(f"{out / notebook.name}\n{out / 'metrics.json'}: {len(metrics)} entries")
+        elif args.command == "demo":
+            run_demo(args.out, smoke=args.smoke)
+        elif args.command == "params":
+            for name, p in notebook_parameters(_resolve_notebook(args.notebook)).items():
+                print(f"{name}: {p['inferred_type_name']} = {p['default']}")
+    except ParameterError as err:
+        print(f"mmkit: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
