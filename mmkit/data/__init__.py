@@ -1,5 +1,9 @@
 """Data layer: readers for UPMC Food-101, FPUS23 and CSV/JSONL manifests, plus the synthetic default."""
 
+from mmkit.data.food101 import clean_title, read_upmc_food101
+from mmkit.data.fpus23 import read_fpus23
+from mmkit.data.load import load_dataset
+from mmkit.data.manifest import read_manifest
 from mmkit.data.records import (
     SPLITS,
     DataError,
@@ -10,6 +14,7 @@ from mmkit.data.records import (
     grouped_split,
     stratified_split,
 )
+from mmkit.data.synthetic import make_synthetic_food101, make_synthetic_fpus23
 
 __all__ = [
     "SPLITS",
@@ -20,4 +25,11 @@ __all__ = [
     "Skipped",
     "grouped_split",
     "stratified_split",
+    "clean_title",
+    "load_dataset",
+    "make_synthetic_food101",
+    "make_synthetic_fpus23",
+    "read_fpus23",
+    "read_manifest",
+    "read_upmc_food101",
 ]

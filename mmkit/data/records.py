@@ -219,3 +219,47 @@ __all__ = [
     "grouped_split",
     "stratified_split",
 ]
+
+
+# --- image checks shared by the readers -------------------------------------------------------------------
+
+_JPEG_EOI = b"\xff\xd9"
+_PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def image_problem(path: Path, check: str = "fast") -> Optional[str]:
+    """Why ``path`` is not a usable image, or None when it is.
+
+    ``check="fast"`` opens the header and looks for the end marker (JPEG EOI / PNG IEND) near the end of the
+    file, which catches truncated downloads without decoding every pixel; ``"full"`` decodes the image;
+    ``"none"`` only checks that the file exists.
+
+    Example:
+        >>> image_problem(Path("/no/such.jpg"))
+        'missing image'
+    """
+    if not path.is_file():
+        return "missing image"
+    if check == "none":
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if check == "full":
+                im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"corrupt image: {type(e).__name__}: {e}"
+    if check == "fast" and fmt in ("JPEG", "PNG"):
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+        marker = _JPEG_EOI if fmt == "JPEG" else _PNG_IEND
+        if marker not in tail:
+            return f"corrupt image: truncated {fmt} (no end marker)"
+    return None
+
+
+__all__ += ["image_problem"]

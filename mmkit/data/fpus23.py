@@ -1,0 +1,276 @@
+"""FPUS23: fetal phantom ultrasound video frames with CVAT boxes and per-frame tags.
+
+On disk::
+
+    root/four_poses/<stream>/frame_XXXXXX.png
+    root/boxes/annotation/<stream>/annotations.xml     # CVAT for images 1.1
+
+The XML is the truth. Each ``<image>`` holds ``<box label="head|arm|abdomen|legs" xtl= ytl= xbr= ybr=>``
+elements and ``<tag label="...">`` elements with one ``<attribute name="...">value</attribute>`` each:
+Orientation/Pose (hdvb, hdvf, huvb, huvf), Probe/orientation (h, v), location/View_fetus (abdomen, head,
+legs, arms) and sometimes diagnostic_plane/plane. Many frames lack some tags (a whole stream may have no
+Probe tags); the stream name (``stream_<pose>_<sweep>_<probe>``) fills in pose and probe only as a fallback,
+and ``Record.meta["tag_source"]`` says where each value came from. Tags repeated within a frame are merged;
+tags whose values conflict are reported.
+
+Tasks: ``head`` (the published binary task: is a head box present) and ``organs`` (multi-label: which of the
+four organs have a box). The text of a frame is a short clinical description of its tags; the view field
+nearly names the label, so ``include_view=False`` leaves it out. Splits are grouped by stream: neighbouring
+frames are near duplicates, so no stream is in two splits.
+
+Example:
+    >>> ds = read_fpus23("data/synthetic_fpus23", task="organs", include_view=False)  # doctest: +SKIP
+    >>> ds.records("train")[0].text  # doctest: +SKIP
+    'Fetal phantom ultrasound: head down, back view; horizontal probe.'
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from tqdm.auto import tqdm
+
+from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_split, image_problem
+
+ORGANS = ["head", "arm", "abdomen", "legs"]
+TAG_FIELDS = ["Orientation/Pose", "Probe/orientation", "location/View_fetus", "diagnostic_plane/plane"]
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+_STREAM_NAME = re.compile(r"^stream_(hd|hu)(vb|vf)_([a-z]+)_(h|v)(?:_.*)?$")
+_POSE_WORDS = {"hd": "head down", "hu": "head up", "vb": "back view", "vf": "front view"}
+_PROBE_WORDS = {"h": "horizontal probe", "v": "vertical probe"}
+_VIEW_WORDS = {"abdomen": "abdomen", "head": "head", "legs": "legs", "arms": "arms"}
+_PLANE_WORDS = {"Head_plane": "head plane", "Abd_plane": "abdominal plane", "Femur_plane": "femur plane"}
+
+
+def describe(tags: dict[str, str], include_view: bool = True) -> str:
+    """A short clinical description of a frame's tags ('' when it has none).
+
+    Example:
+        >>> describe({"Orientation/Pose": "hdvb", "Probe/orientation": "h", "location/View_fetus": "abdomen"})
+        'Fetal phantom ultrasound: head down, back view; horizontal probe; sweep over the abdomen.'
+        >>> describe({"Orientation/Pose": "hdvb", "location/View_fetus": "abdomen"}, include_view=False)
+        'Fetal phantom ultrasound: head down, back view.'
+    """
+    parts = []
+    pose = tags.get("Orientation/Pose")
+    if pose:
+        words = [_POSE_WORDS.get(pose[:2]), _POSE_WORDS.get(pose[2:])]
+        parts.append(", ".join(w for w in words if w) if all(words) else f"pose {pose}")
+    probe = tags.get("Probe/orientation")
+    if probe:
+        parts.append(_PROBE_WORDS.get(probe, f"probe {probe}"))
+    view = tags.get("location/View_fetus")
+    if view and include_view:
+        parts.append(f"sweep over the {_VIEW_WORDS.get(view, view)}")
+    plane = tags.get("diagnostic_plane/plane")
+    if plane:
+        parts.append(_PLANE_WORDS.get(plane, plane.replace("_", " ")))
+    return f"Fetal phantom ultrasound: {'; '.join(parts)}." if parts else ""
+
+
+def stream_name_tags(stream: str) -> dict[str, str]:
+    """Pose and probe parsed from a stream name like ``stream_hdvb_aroundabd_h`` ({} when it doesn't fit).
+
+    Example:
+        >>> stream_name_tags("stream_hdvb_aroundabd_h")
+        {'Orientation/Pose': 'hdvb', 'Probe/orientation': 'h'}
+    """
+    m = _STREAM_NAME.match(stream)
+    return {"Orientation/Pose": m.group(1) + m.group(2), "Probe/orientation": m.group(4)} if m else {}
+
+
+def find_annotation_files(root: str | Path) -> dict[str, Path]:
+    """Stream name -> its annotations.xml, under ``root/boxes/annotation/`` (or ``root/annotation/``)."""
+    root = Path(root)
+    for base in (root / "boxes" / "annotation", root / "annotation"):
+        if base.is_dir():
+            return {p.parent.name: p for p in sorted(base.glob("*/annotations.xml"))}
+    return {}
+
+
+def parse_cvat(xml_path: str | Path, policy: Optional[ErrorPolicy] = None) -> Optional[list[dict[str, Any]]]:
+    """Parse one CVAT-for-images 1.1 file into a list of frames (None when skipped as malformed).
+
+    Each frame: ``{"id", "name", "width", "height", "boxes": [{"label", "xtl", "ytl", "xbr", "ybr",
+    "occluded", "attributes"}], "tags": {"Label/attribute": value}, "conflicts": [...]}``.
+
+    Example:
+        >>> frames = parse_cvat("boxes/annotation/stream_hdvb_aroundabd_h/annotations.xml")  # doctest: +SKIP
+        >>> frames[0]["tags"]["Orientation/Pose"]  # doctest: +SKIP
+        'hdvb'
+    """
+    policy = policy or ErrorPolicy("raise")
+    xml_path = Path(xml_path)
+    try:
+        tree = ET.parse(xml_path)
+    except ET.ParseError as e:
+        line, col = e.position
+        policy.report(
+            xml_path,
+            f"line {line}, column {col}",
+            f"malformed XML: {e}",
+            "re-export the stream from CVAT (format 'CVAT for images 1.1') or fix the file",
+        )
+        return None
+    frames = []
+    for image in tree.getroot().iter("image"):
+        boxes, tags, conflicts = [], {}, []
+        for box in image.findall("box"):
+            attrs = {a.get("name"): (a.text or "").strip() for a in box.findall("attribute")}
+            boxes.append(
+                {
+                    "label": box.get("label"),
+                    **{k: float(box.get(k, "nan")) for k in ("xtl", "ytl", "xbr", "ybr")},
+                    "occluded": box.get("occluded") == "1",
+                    "attributes": attrs,
+                }
+            )
+        found = [
+            (t.get("label"), a.get("name"), (a.text or "").strip())
+            for t in image.findall("tag")
+            for a in t.findall("attribute")
+        ]
+        # Some exports put frame-level fields on the boxes instead of tags: use them where no tag says otherwise.
+        for b in boxes:
+            for name, value in b["attributes"].items():
+                key = next((f for f in TAG_FIELDS if f.split("/")[1] == name), None)
+                if key:
+                    found.append((key.split("/")[0], name, value))
+        for label, name, value in found:
+            key = f"{label}/{name}"
+            if key in tags and tags[key] != value:
+                conflicts.append(f"{key}: {tags[key]!r} vs {value!r}")
+            tags.setdefault(key, value)
+        frames.append(
+            {
+                "id": int(image.get("id", len(frames))),
+                "name": image.get("name", ""),
+                "width": int(float(image.get("width", 0))),
+                "height": int(float(image.get("height", 0))),
+                "boxes": boxes,
+                "tags": tags,
+                "conflicts": conflicts,
+            }
+        )
+    return frames
+
+
+def read_fpus23(
+    root: str | Path,
+    task: Literal["head", "organs"] = "head",
+    include_view: bool = True,
+    seed: int = 0,
+    fractions: Optional[dict[str, float]] = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    unboxed_streams: Literal["report", "keep"] = "report",
+    check_images: Literal["fast", "full", "none"] = "fast",
+) -> Dataset:
+    """Read FPUS23 (or a synthetic copy in the same layout) into a ``Dataset`` split by stream.
+
+    ``task="head"``: classes ``["no_head", "head"]``; ``task="organs"``: multi-label over
+    ``["head", "arm", "abdomen", "legs"]`` (``Record.label`` is a list). ``fractions`` are shares of
+    *streams* per split (default 70/15/15). A stream whose XML has no box at all is usually one that was
+    never box-annotated, so by default it is reported like other bad input; ``unboxed_streams="keep"`` keeps
+    its frames as frames without organs. ``Record.meta`` holds the frame's tags, their sources and boxes.
+
+    Example:
+        >>> ds = read_fpus23("data/synthetic_fpus23", task="head", seed=0)  # doctest: +SKIP
+        >>> ds.classes, sorted({r.group for r in ds.records("test")})  # doctest: +SKIP
+    """
+    if task not in ("head", "organs"):
+        raise ValueError(f"task must be 'head' or 'organs', got {task!r}")
+    root = Path(root)
+    annotations = find_annotation_files(root)
+    if not annotations:
+        raise DataError(
+            root,
+            None,
+            "no annotation files found (expected boxes/annotation/<stream>/annotations.xml)",
+            "point data_root at the FPUS23 folder that holds four_poses/ and boxes/",
+        )
+    policy = ErrorPolicy(on_error)
+    records: list[Record] = []
+    n_boxes = 0
+    for stream, xml_path in tqdm(annotations.items(), desc="fpus23 streams", leave=False):
+        frames = parse_cvat(xml_path, policy)
+        if frames is None:
+            continue
+        if not frames:
+            policy.report(xml_path, None, "no frames (<image> elements)", "re-export the stream from CVAT")
+            continue
+        if unboxed_streams == "report" and not any(f["boxes"] for f in frames):
+            policy.report(
+                xml_path,
+                None,
+                f"stream with no boxes in any of its {len(frames)} frames (probably never box-annotated)",
+                "pass on_error='skip' to leave it out, or unboxed_streams='keep' to use its frames as frames "
+                "with no organs",
+            )
+            continue
+        fallback = stream_name_tags(stream)
+        frame_dir = root / "four_poses" / stream
+        for f in sorted(frames, key=lambda f: f["id"]):
+            where = f"frame {f['name']} (id {f['id']})"
+            if f["conflicts"]:
+                policy.report(
+                    xml_path, where, "conflicting tags: " + "; ".join(f["conflicts"]), "fix the tags in CVAT"
+                )
+                continue
+            tags = dict(f["tags"])
+            source = {k: "xml" for k in tags}
+            for k, v in fallback.items():
+                if k not in tags:
+                    tags[k], source[k] = v, "stream name"
+            text = describe(tags, include_view)
+            if not text:
+                policy.report(xml_path, where, "empty text: the frame has no tags", "tag the frame in CVAT")
+                continue
+            path = frame_dir / f["name"]
+            if not path.is_file() and (frame_dir / Path(f["name"]).name).is_file():
+                path = frame_dir / Path(f["name"]).name  # CVAT names may carry a folder prefix
+            problem = image_problem(path, check_images)
+            if problem:
+                policy.report(path, f"{xml_path.name} {where}", problem, "restore the frame file")
+                continue
+            present = {b["label"] for b in f["boxes"]}
+            label: str | list[str] = (
+                ("head" if "head" in present else "no_head")
+                if task == "head"
+                else [o for o in ORGANS if o in present]
+            )
+            n_boxes += len(f["boxes"])
+            meta = {
+                "stream": stream,
+                "frame": f["name"],
+                "frame_id": f["id"],
+                "width": f["width"],
+                "height": f["height"],
+                "tags": tags,
+                "tag_source": source,
+                "boxes": f["boxes"],
+            }
+            records.append(Record(f"{stream}/{f['name']}", path, text, label, stream, meta))
+    splits = grouped_split(records, dict(fractions or DEFAULT_FRACTIONS), seed)
+    for name in ("train", "val", "test"):
+        splits.setdefault(name, [])
+    policy.log_summary(str(root))
+    return Dataset(
+        name="fpus23",
+        classes=["no_head", "head"] if task == "head" else list(ORGANS),
+        splits=splits,
+        task="multiclass" if task == "head" else "multilabel",
+        skipped=policy.skipped,
+        meta={
+            "root": str(root),
+            "task": task,
+            "include_view": include_view,
+            "seed": seed,
+            "n_boxes": n_boxes,
+        },
+    )
+
+
+__all__ = ["ORGANS", "describe", "find_annotation_files", "parse_cvat", "read_fpus23", "stream_name_tags"]

@@ -1,0 +1,104 @@
+"""One entry point from a ``DataConfig`` to a ``Dataset``, generating the synthetic default when needed.
+
+Example:
+    >>> from mmkit.config import DataConfig
+    >>> ds = load_dataset(DataConfig(dataset="synthetic_food101"))  # doctest: +SKIP
+    >>> ds.summary()  # doctest: +SKIP
+    {'train': 345, 'val': 39, 'test': 128}
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from mmkit.config import DataConfig
+from mmkit.data.food101 import read_upmc_food101
+from mmkit.data.fpus23 import read_fpus23
+from mmkit.data.manifest import read_manifest
+from mmkit.data.records import DataError, Dataset
+from mmkit.data.synthetic import GENERATOR_VERSION, make_synthetic_food101, make_synthetic_fpus23, read_stamp
+
+DATASETS = ("synthetic_food101", "synthetic_fpus23", "upmc_food101", "fpus23", "manifest")
+_GENERATORS: dict[str, tuple[str, Callable]] = {
+    "synthetic_food101": ("food101", make_synthetic_food101),
+    "synthetic_fpus23": ("fpus23", make_synthetic_fpus23),
+}
+
+
+def repo_root() -> Path:
+    """The checkout holding mmkit (the current directory when mmkit is installed elsewhere)."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def default_data_root(dataset: str) -> Path:
+    """Where the synthetic default lives when ``data_root`` is None: ``<repo root>/data/<dataset>``."""
+    return repo_root() / "data" / dataset
+
+
+def ensure_synthetic(dataset: str, root: str | Path | None = None) -> Path:
+    """Generate ``dataset`` (a ``synthetic_*`` name) under ``root`` unless it is there with the same settings.
+
+    The generator's default settings are the dataset's definition (like a real dataset's files), so every
+    seed of a run reads the same data; ``DataConfig.seed`` only moves the splits. A stamp file records the
+    settings; a folder written by an older generator is regenerated. Generation writes to a temporary
+    sibling and renames it, so concurrent runs never see half a dataset.
+    """
+    kind, make = _GENERATORS[dataset]
+    root = Path(root) if root is not None else default_data_root(dataset)
+    settings = {k: p.default for k, p in inspect.signature(make).parameters.items() if k != "root"}
+    want = {"generator": kind, "version": GENERATOR_VERSION, "settings": settings}
+    if read_stamp(root) == want:
+        return root
+    if root.exists() and any(root.iterdir()) and read_stamp(root) is None:
+        raise DataError(
+            root, None, "folder exists and was not written by mmkit's generator", "choose an empty data_root"
+        )
+    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    make(tmp, **settings)
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process finished first: keep its copy when it matches
+        shutil.rmtree(tmp, ignore_errors=True)
+        if read_stamp(root) != want:
+            raise
+    return root
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Read the dataset ``cfg`` names; ``synthetic_*`` are generated first when missing.
+
+    ``upmc_food101`` and ``fpus23`` read the folder ``cfg.data_root``; ``manifest`` reads the CSV/JSONL file
+    ``cfg.data_root``.
+
+    Example:
+        >>> ds = load_dataset(DataConfig(dataset="synthetic_fpus23", task="organs"))  # doctest: +SKIP
+    """
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if cfg.dataset in _GENERATORS:
+        root = ensure_synthetic(cfg.dataset, cfg.data_root)
+    elif cfg.data_root is None:
+        raise ValueError(f"dataset {cfg.dataset!r} needs data_root (the folder or manifest file to read)")
+    else:
+        root = Path(cfg.data_root).expanduser()
+    common = dict(seed=cfg.seed, on_error=cfg.on_error)
+    if cfg.dataset in ("synthetic_food101", "upmc_food101"):
+        ds = read_upmc_food101(root, val_fraction=cfg.val_fraction, **common)
+    elif cfg.dataset in ("synthetic_fpus23", "fpus23"):
+        ds = read_fpus23(root, task=cfg.task or "head", include_view=cfg.include_view, **common)
+    else:
+        ds = read_manifest(root, val_fraction=cfg.val_fraction, **common)
+    ds.name = cfg.dataset
+    return ds
+
+
+__all__ = ["DATASETS", "default_data_root", "ensure_synthetic", "load_dataset", "repo_root"]
