@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # Bump when the generators' output changes, so load_dataset regenerates cached copies.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 STAMP_FILE = ".mmkit_synthetic.json"
 
 FOOD_CLASSES = ["apple_pie", "caesar_salad", "pho", "sushi", "tiramisu", "pizza", "ramen", "waffles"]
@@ -343,6 +343,8 @@ def _fpus_stream(
         for i in range(4):
             if rng.random() < 0.12:
                 present[i] = rng.random() < p[i]
+        if t == 0 and not any(present):  # every stream has boxes somewhere (an unboxed one is bad input)
+            present[int(np.argmax(p))] = True
         for g in geo.values():
             g["cx"] = float(np.clip(g["cx"] + rng.normal(0, 1.5), 0.15 * w, 0.85 * w))
             g["cy"] = float(np.clip(g["cy"] + rng.normal(0, 1.0), 0.15 * h, 0.85 * h))
