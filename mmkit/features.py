@@ -1,0 +1,435 @@
+"""The feature bank: image features of a frozen backbone computed once, K augmented views per training image.
+
+The seed's stage 2 ran the "frozen" backbone in train mode with gradients on every step, which made the
+head-only stage as slow as fine-tuning the whole network (and let BatchNorm statistics drift). Frozen here
+means ``eval()`` + ``inference_mode``, and the features are computed once: every training image gets
+``views`` (K) augmented views through ``make_loader`` (the same seeded views the stage-1 loader would
+draw), every val/test image its plain eval view, and training images also their plain view. Stage 2 then
+keeps batch augmentation by drawing M of the K cached views of each sample at every step (``BankLoader``).
+
+The bank lives on disk as float16 ``.npy`` files under ``cache_dir/<key hash>/``. The key holds the
+backbone name, its weights (the checkpoint file's SHA-256, the pretrained tag, or a hash of the weights
+themselves for a module or a random init), the augmentation preset, K, the image size, the seed and a
+fingerprint of the dataset's splits (ids and image files). The same key reuses the bank; any change builds
+a new one. A bank is written to a temporary folder and renamed into place, so an interrupted build never
+leaves a half bank that a later run would reuse.
+
+Example:
+    >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64, cache_dir="runs/bank")  # doctest: +SKIP
+    >>> bank.features["train"].shape, bank.reused  # doctest: +SKIP
+    ((N, 4, D), False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+BANK_VERSION = 1  # bump when the bank's layout or the way features are computed changes
+SPLITS = ("train", "val", "test")
+
+
+# ------------------------------------------------------------------------------------------------ keys
+def file_sha256(path: Union[str, Path], chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, shapes, dtypes and values, in key order)."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """Hash of each split's record ids and image files: a bank is never reused on other images."""
+    h = hashlib.sha256()
+    for split in SPLITS:
+        for r in dataset.records(split) if split in dataset.splits else []:
+            h.update(f"{split}\t{r.id}\t{r.image_path}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def bank_key(
+    backbone: str,
+    weights: str,
+    preset: str,
+    views: int,
+    image_size: int,
+    seed: int,
+    data: str,
+) -> dict[str, Any]:
+    """The settings a bank depends on; its folder name is a hash of this dict."""
+    return {
+        "version": BANK_VERSION,
+        "backbone": backbone,
+        "weights": weights,
+        "preset": preset,
+        "views": int(views),
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "data": data,
+    }
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# -------------------------------------------------------------------------------------------- backbones
+def load_backbone(
+    backbone: Union[str, nn.Module],
+    pretrained: Optional[str] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+) -> tuple[nn.Module, str, str]:
+    """(module, backbone name, weights id). A random init is made under ``seed`` so that it, and its
+    bank, are reproducible; a stage-1 checkpoint is loaded over the created backbone."""
+    if isinstance(backbone, nn.Module):
+        if checkpoint is not None:
+            load_backbone_weights(backbone, checkpoint)
+        return backbone, type(backbone).__name__, f"sha256:{weights_sha256(backbone)}"
+    from mmkit.models import create_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = create_backbone(backbone, pretrained=None if checkpoint else pretrained)
+    if checkpoint is not None:
+        load_backbone_weights(module, checkpoint)
+    return module, backbone, weights_id(pretrained, checkpoint, module)
+
+
+def weights_id(
+    pretrained: Optional[str], checkpoint: Optional[Union[str, Path]], module: Optional[nn.Module]
+) -> str:
+    """How the key names the weights: a checkpoint's file hash, a pretrained file's hash or tag, else the
+    hash of the (random-init) weights."""
+    if checkpoint is not None:
+        return f"checkpoint:{file_sha256(checkpoint)}"
+    if pretrained is not None:
+        return f"file:{file_sha256(pretrained)}" if Path(pretrained).is_file() else f"tag:{pretrained}"
+    if module is None:
+        raise ValueError("a random-init backbone is named by its weights: pass the module")
+    return f"sha256:{weights_sha256(module)}"
+
+
+def load_backbone_weights(module: nn.Module, checkpoint: Union[str, Path]) -> nn.Module:
+    """Load a stage-1 checkpoint's backbone weights into ``module`` (strict on the backbone's keys).
+
+    Accepts a plain state dict, or a dict holding one under "model"/"state_dict"/"backbone"; keys
+    prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if isinstance(state, dict):
+        for k in ("backbone", "model", "state_dict", "model_state"):
+            if k in state and isinstance(state[k], dict):
+                state = state[k]
+                break
+    if not isinstance(state, dict):
+        raise ValueError(f"{checkpoint}: not a state dict or a checkpoint holding one")
+    own = set(module.state_dict())
+    if not own & set(state):
+        for prefix in ("backbone.", "module.backbone.", "model.backbone."):
+            stripped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if own & set(stripped):
+                state = stripped
+                break
+    missing = own - set(state)
+    if missing:
+        raise ValueError(
+            f"{checkpoint}: {len(missing)} backbone weights missing (e.g. {sorted(missing)[:3]}); "
+            "is it a checkpoint of this backbone?"
+        )
+    module.load_state_dict({k: state[k] for k in own}, strict=True)
+    return module
+
+
+# ------------------------------------------------------------------------------------------------ bank
+@dataclass
+class FeatureBank:
+    """Cached image features: ``features["train"]`` [N, K, D], ``plain[split]`` [N, D] (eval view), float16.
+
+    Rows follow ``ids[split]``; read them with ``lookup`` (by id) rather than by position.
+    """
+
+    path: Path
+    key: dict[str, Any]
+    ids: dict[str, list[str]]
+    features: dict[str, np.ndarray]
+    plain: dict[str, np.ndarray]
+    reused: bool = False
+    build_seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._index = {s: {k: i for i, k in enumerate(ids)} for s, ids in self.ids.items()}
+
+    @property
+    def views(self) -> int:
+        return self.features["train"].shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.plain["train"].shape[1]
+
+    def rows(self, split: str, ids: list[str]) -> np.ndarray:
+        """Positions of ``ids`` in this bank's ``split``; an unknown id is an error."""
+        index = self._index[split]
+        missing = [k for k in ids if k not in index]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} {split} ids are not in the feature bank {self.path} (e.g. {missing[:3]})"
+            )
+        return np.array([index[k] for k in ids], dtype=np.int64)
+
+    def lookup(self, split: str, ids: list[str], plain: bool = True) -> np.ndarray:
+        """Features of ``ids``: the plain view [n, D] (``plain=True``) or all K views of train [n, K, D]."""
+        src = self.plain[split] if plain or split != "train" else self.features["train"]
+        return np.asarray(src[self.rows(split, ids)])
+
+
+def _open_bank(path: Path, key: dict[str, Any], reused: bool) -> FeatureBank:
+    meta = json.loads((path / "bank.json").read_text())
+    ids = json.loads((path / "ids.json").read_text())
+    features = {"train": np.load(path / "train_views.npy", mmap_mode="r")}
+    plain = {s: np.load(path / f"{s}.npy", mmap_mode="r") for s in ids}
+    return FeatureBank(path, key, ids, features, plain, reused, meta.get("build_seconds", 0.0), meta)
+
+
+@torch.inference_mode()
+def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    from mmkit.augment import normalize
+
+    norm = getattr(module, "norm", "imagenet")
+    for batch in tqdm(loader, desc=desc, leave=False):
+        feats = module(normalize(batch["image"], norm, device=device)).float().cpu().numpy()
+        idx, copy = batch["index"].numpy(), batch["copy"].numpy()
+        if out.ndim == 3:
+            out[idx, copy] = feats
+        else:
+            out[idx] = feats
+
+
+def build_feature_bank(
+    dataset: Any,
+    backbone: Union[str, nn.Module],
+    *,
+    pretrained: Optional[str] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    preset: str = "seed",
+    views: int = 8,
+    image_size: int = 224,
+    seed: int = 0,
+    batch_size: int = 32,
+    cache_dir: Union[str, Path] = "runs/feature_bank",
+    device: Optional[Union[str, torch.device]] = None,
+    num_workers: int = 0,
+) -> FeatureBank:
+    """Compute (or reuse) the feature bank of ``dataset`` under a frozen ``backbone``.
+
+    ``batch_size`` counts images per forward pass (samples x views for the training split).
+
+    Example:
+        >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64)  # doctest: +SKIP
+    """
+    from mmkit.augment import make_loader
+
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    module: Optional[nn.Module] = None
+    if isinstance(backbone, str) and (checkpoint is not None or pretrained is not None):
+        name, weights = backbone, weights_id(pretrained, checkpoint, None)  # no need to build it to reuse
+    else:
+        module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed)
+    key = bank_key(name, weights, preset, views, image_size, seed, dataset_fingerprint(dataset))
+    path = Path(cache_dir) / key_hash(key)
+    if (path / "bank.json").exists():
+        return _open_bank(path, key, reused=True)
+
+    start = time.perf_counter()
+    if module is None:
+        module, _, _ = load_backbone(backbone, pretrained, checkpoint, seed)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    was_training = module.training
+    module.to(device).eval()  # frozen: BatchNorm uses its running statistics, dropout is off
+    tmp = path.with_name(path.name + f".tmp-{time.time_ns()}")
+    tmp.mkdir(parents=True)
+    try:
+        ids = {s: [r.id for r in dataset.records(s)] for s in SPLITS if s in dataset.splits}
+        n_train = len(ids["train"])
+        train_views = np.lib.format.open_memmap(
+            tmp / "train_views.npy", "w+", np.float16, (n_train, views, _dim(module))
+        )
+        per_batch = max(1, batch_size // views)
+        loader = make_loader(
+            dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
+            num_workers=num_workers, shuffle=False,
+        )  # fmt: skip
+        loader.set_epoch(0)
+        _extract(module, loader, train_views, device, f"bank: train x{views} views")
+        train_views.flush()
+        for split, split_ids in ids.items():
+            plain = np.lib.format.open_memmap(
+                tmp / f"{split}.npy", "w+", np.float16, (len(split_ids), _dim(module))
+            )
+            if split_ids:
+                if split == "train":  # the eval view of training images (statistics, projections)
+                    loader = make_loader(
+                        dataset, "train", batch_size, preset=preset, image_size=image_size, seed=seed,
+                        num_workers=num_workers, augment=False, shuffle=False,
+                    )  # fmt: skip
+                else:
+                    loader = make_loader(
+                        dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
+                        num_workers=num_workers,
+                    )  # fmt: skip
+                _extract(module, loader, plain, device, f"bank: {split}")
+            plain.flush()
+            del plain
+        del train_views
+        seconds = time.perf_counter() - start
+        (tmp / "ids.json").write_text(json.dumps(ids))
+        (tmp / "bank.json").write_text(
+            json.dumps({"key": key, "build_seconds": seconds, "device": str(device)}, indent=2)
+        )
+        try:
+            tmp.rename(path)
+        except OSError:  # another process built the same bank first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        module.train(was_training)
+    return _open_bank(path, key, reused=False)
+
+
+def _dim(module: nn.Module) -> int:
+    dim = getattr(module, "num_features", None)
+    if dim is None:
+        raise AttributeError(
+            f"{type(module).__name__} has no num_features; a Backbone declares its output size"
+        )
+    return int(dim)
+
+
+# -------------------------------------------------------------------------------------- stage-2 batches
+class BankLoader:
+    """Stage-2 batches from the bank: image features + text features (joined by id) + labels.
+
+    Training: each epoch shuffles the samples and, for every sample in a batch, draws ``copies`` (M) of its
+    K cached views without replacement (M <= K), so the head still sees batch augmentation; the draw is
+    seeded by (seed, epoch), so a resumed run repeats it exactly. ``modality_dropout`` adds per-sample
+    ``image_present`` / ``text_present`` masks. Other splits: the plain view, in order, no masks.
+
+    Batches are dicts in sample-major order: "image" float32 [B*M, D], "text" float32 [B*M, T], "label",
+    "index" (position in ``dataset.records(split)``), "copy" (view number), "id".
+    """
+
+    def __init__(
+        self,
+        bank: FeatureBank,
+        text: Any,
+        dataset: Any,
+        split: str,
+        batch_size: int,
+        copies: int = 1,
+        seed: int = 0,
+        shuffle: Optional[bool] = None,
+        modality_dropout: float = 0.0,
+        drop_last: bool = False,
+    ):
+        self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.train = split == "train"
+        self.copies = copies if self.train else 1
+        if self.copies > bank.views and self.train:
+            raise ValueError(f"copies={copies} views per step but the bank holds only K={bank.views}")
+        self.shuffle = self.train if shuffle is None else shuffle
+        self.modality_dropout = modality_dropout if self.train else 0.0
+        self.drop_last = drop_last
+        recs = dataset.records(split)
+        ids = [r.id for r in recs]
+        self.ids = ids
+        rows = bank.rows(split, ids)  # join by id: the bank's row order does not matter
+        self.views = torch.from_numpy(np.asarray(bank.features["train"])[rows]) if self.train else None
+        self.plain = torch.from_numpy(np.asarray(bank.plain[split])[rows])
+        self.text = torch.from_numpy(text.lookup(split, ids)).float()
+        self.labels = torch.from_numpy(dataset.targets(split))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.ids)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.ids)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            m = self.copies
+            if self.train:
+                # M distinct views of each sample: the first M of a random permutation of the K views
+                pick = torch.rand(len(idx), self.views.shape[1], generator=gen).argsort(1)[:, :m]
+                image = self.views[idx.unsqueeze(1), pick].reshape(len(idx) * m, -1)
+                copy = pick.reshape(-1)
+            else:
+                image, copy = self.plain[idx], torch.zeros(len(idx), dtype=torch.long)
+            rep = idx.repeat_interleave(m)
+            batch = {
+                "image": image.float(),
+                "text": self.text[rep],
+                "label": self.labels[rep],
+                "index": rep,
+                "copy": copy,
+                "id": [self.ids[i] for i in rep.tolist()],
+            }
+            if self.modality_dropout > 0:
+                from mmkit.fusion import modality_dropout_masks
+
+                batch["image_present"], batch["text_present"] = modality_dropout_masks(
+                    len(rep), self.modality_dropout, gen
+                )
+            yield batch
+
+
+__all__ = [
+    "BANK_VERSION",
+    "BankLoader",
+    "FeatureBank",
+    "bank_key",
+    "build_feature_bank",
+    "dataset_fingerprint",
+    "file_sha256",
+    "key_hash",
+    "load_backbone",
+    "load_backbone_weights",
+    "weights_sha256",
+    "weights_id",
+]

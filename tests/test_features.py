@@ -1,0 +1,155 @@
+"""Feature bank: frozen extraction, reuse on the same key, rebuild on any change; bank batches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmkit.data import make_synthetic_food101, read_upmc_food101
+from mmkit.features import BankLoader, build_feature_bank, load_backbone_weights
+from mmkit.text import TextFeatures
+
+
+class TinyNet(nn.Module):
+    """A Backbone-shaped module (num_features, norm) with BatchNorm, to check that 'frozen' means eval."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        self.num_features, self.norm = 8, "imagenet"
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        assert not torch.is_grad_enabled(), "the bank must run the backbone without gradients"
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    root = make_synthetic_food101(
+        tmp_path_factory.mktemp("food"), n_classes=3, train_per_class=8, test_per_class=3, image_size=32
+    )
+    return read_upmc_food101(root)
+
+
+def _build(ds, cache, module, **kw):
+    opts = {"views": 3, "image_size": 32, "preset": "seed", "seed": 0, "batch_size": 24, "device": "cpu"}
+    opts.update(kw)
+    return build_feature_bank(ds, module, cache_dir=cache, **opts)
+
+
+def test_bank_is_frozen_float16_and_complete(ds, tmp_path):
+    net = TinyNet()
+    net.train()
+    running = net.net[1].running_mean.clone()
+    bank = _build(ds, tmp_path, net)
+    n = len(ds.records("train"))
+    assert bank.features["train"].shape == (n, 3, 8) and bank.features["train"].dtype == np.float16
+    assert bank.plain["test"].shape == (len(ds.records("test")), 8) and not bank.reused
+    assert torch.equal(net.net[1].running_mean, running)  # eval(): BatchNorm statistics untouched
+    assert net.training  # the caller's mode is given back
+    views = np.asarray(bank.features["train"], dtype=np.float32)
+    assert np.abs(views[:, 0] - views[:, 1]).max() > 1e-3  # K different augmented views
+    assert np.isfinite(views).all() and (np.abs(views).sum(-1) > 0).all()  # every (sample, view) written
+
+
+def test_bank_reused_on_same_key_rebuilt_on_any_change(ds, tmp_path):
+    net = TinyNet()
+    first = _build(ds, tmp_path, net)
+    calls = net.calls
+    again = _build(ds, tmp_path, net)
+    assert again.reused and again.path == first.path and net.calls == calls  # no forward pass at all
+    assert np.array_equal(np.asarray(again.plain["val"]), np.asarray(first.plain["val"]))
+
+    changes = {
+        "views": {"views": 2},
+        "image_size": {"image_size": 48},
+        "preset": {"preset": "light"},
+        "seed": {"seed": 1},
+    }
+    paths = {first.path}
+    for part, kw in changes.items():
+        bank = _build(ds, tmp_path, net, **kw)
+        assert not bank.reused and bank.path not in paths, part
+        paths.add(bank.path)
+        assert _build(ds, tmp_path, net, **kw).reused, part
+    # other weights of the same architecture
+    other = _build(ds, tmp_path, TinyNet(seed=1))
+    assert not other.reused and other.path not in paths
+    paths.add(other.path)
+    # a checkpoint: same file reuses, a changed file rebuilds
+    ckpt = tmp_path / "stage1.pt"
+    torch.save({"model": {f"backbone.{k}": v for k, v in TinyNet(seed=2).state_dict().items()}}, ckpt)
+    b1 = _build(ds, tmp_path, TinyNet(), checkpoint=ckpt)
+    assert not b1.reused and b1.path not in paths
+    assert _build(ds, tmp_path, TinyNet(), checkpoint=ckpt).reused
+    torch.save({"model": {f"backbone.{k}": v for k, v in TinyNet(seed=3).state_dict().items()}}, ckpt)
+    b2 = _build(ds, tmp_path, TinyNet(), checkpoint=ckpt)
+    assert not b2.reused and b2.path != b1.path
+    # other data
+    fewer = dataclasses.replace(ds, splits={**ds.splits, "train": ds.records("train")[1:]})
+    assert not _build(ds=fewer, cache=tmp_path, module=net).reused
+
+
+def test_checkpoint_loader_unwraps_and_names_bad_files(tmp_path):
+    src, dst = TinyNet(seed=5), TinyNet(seed=6)
+    path = tmp_path / "c.pt"
+    torch.save({"model": {f"backbone.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, path)
+    load_backbone_weights(dst, path)
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    torch.save({"model": {"other.weight": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match="c.pt: .* backbone weights missing"):
+        load_backbone_weights(dst, path)
+
+
+def _text_table(ds) -> TextFeatures:
+    table = TextFeatures(encoder="ids", kind="logits", out_of_fold=True)
+    for split in ("train", "val", "test"):
+        ids = ds.ids(split)
+        table.add(split, ids, np.array([[hash(i) % 997] for i in ids], dtype=np.float32))
+    return table
+
+
+def test_bank_loader_draws_m_of_k_views_seeded_and_joins_by_id(ds, tmp_path):
+    bank = _build(ds, tmp_path, TinyNet(), views=4)
+    text = _text_table(ds)
+    loader = BankLoader(bank, text, ds, "train", batch_size=5, copies=3, seed=7)
+    batches = list(loader)
+    n = len(ds.records("train"))
+    assert len(batches) == len(loader) and sum(len(b["id"]) for b in batches) == 3 * n
+    views = np.asarray(bank.features["train"], dtype=np.float32)
+    for b in batches:
+        idx, copy = b["index"].numpy(), b["copy"].numpy()
+        assert np.allclose(b["image"].numpy(), views[bank.rows("train", b["id"]), copy])
+        for s in range(0, len(idx), 3):  # M distinct views of each sample, sample-major
+            assert len(set(idx[s : s + 3])) == 1 and len(set(copy[s : s + 3])) == 3
+        assert np.array_equal(b["text"].numpy(), text.lookup("train", b["id"]))
+        assert np.array_equal(b["label"].numpy(), ds.targets("train")[idx])
+    again = list(BankLoader(bank, text, ds, "train", batch_size=5, copies=3, seed=7))
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, again))
+    loader.set_epoch(1)
+    assert not torch.equal(next(iter(loader))["image"], batches[0]["image"])
+    # a dataset whose records are shuffled still gets each id's own features
+    rng = np.random.default_rng(0)
+    recs = ds.records("val")
+    shuffled = dataclasses.replace(
+        ds, splits={**ds.splits, "val": [recs[i] for i in rng.permutation(len(recs))]}
+    )
+    val = next(iter(BankLoader(bank, text, shuffled, "val", batch_size=100)))
+    assert np.allclose(
+        val["image"].numpy(), np.asarray(bank.plain["val"], np.float32)[bank.rows("val", val["id"])]
+    )
+    assert np.array_equal(val["text"].numpy(), text.lookup("val", val["id"]))
+    with pytest.raises(ValueError, match="K=4"):
+        BankLoader(bank, text, ds, "train", batch_size=5, copies=5)
