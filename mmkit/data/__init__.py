@@ -2,7 +2,7 @@
 
 from mmkit.data.food101 import clean_title, read_upmc_food101
 from mmkit.data.fpus23 import read_fpus23
-from mmkit.data.load import load_dataset
+from mmkit.data.load import dataset_stats, load_dataset
 from mmkit.data.manifest import read_manifest
 from mmkit.data.records import (
     SPLITS,
@@ -26,6 +26,7 @@ __all__ = [
     "grouped_split",
     "stratified_split",
     "clean_title",
+    "dataset_stats",
     "load_dataset",
     "make_synthetic_food101",
     "make_synthetic_fpus23",

@@ -101,4 +101,37 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     return ds
 
 
-__all__ = ["DATASETS", "default_data_root", "ensure_synthetic", "load_dataset", "repo_root"]
+def dataset_stats(ds: Dataset) -> dict:
+    """Headline figures of a dataset for reports: counts per split and class, groups, text lengths, skips.
+
+    Example:
+        >>> dataset_stats(load_dataset(DataConfig()))["n_classes"]  # doctest: +SKIP
+        8
+    """
+    stats: dict = {
+        "dataset": ds.name,
+        "task": ds.task,
+        "n_classes": ds.num_classes,
+        "classes": list(ds.classes),
+        "split_counts": ds.summary(),
+        "n_skipped": len(ds.skipped),
+        "class_counts": {},
+        "n_groups": {},
+        "text_words_median": {},
+    }
+    for split, recs in ds.splits.items():
+        counts = dict.fromkeys(ds.classes, 0)
+        for r in recs:
+            for lab in r.label if isinstance(r.label, list) else [r.label]:
+                counts[lab] += 1
+        stats["class_counts"][split] = counts
+        stats["n_groups"][split] = len({r.group for r in recs if r.group is not None})
+        words = sorted(len(r.text.split()) for r in recs)
+        stats["text_words_median"][split] = float(words[len(words) // 2]) if words else 0.0
+    boxes = [len(r.meta["boxes"]) for recs in ds.splits.values() for r in recs if "boxes" in r.meta]
+    if boxes:
+        stats["n_boxes"] = sum(boxes)
+    return stats
+
+
+__all__ = ["DATASETS", "dataset_stats", "default_data_root", "ensure_synthetic", "load_dataset", "repo_root"]
