@@ -185,3 +185,17 @@ def test_conflicting_tags_and_no_tags(small):
         read_fpus23(small)
     ds = read_fpus23(small, on_error="skip")
     assert len(ds.skipped) == 4 and {s.problem for s in ds.skipped} == {"empty text: the frame has no tags"}
+
+
+def test_grouped_split_keeps_every_class_in_every_split(tmp_path):
+    root = make_synthetic_fpus23(tmp_path / "d", n_streams=12, frames_per_stream=6, width=40, height=24)
+    tests = set()
+    for seed in range(4):
+        ds = read_fpus23(root, seed=seed)
+        for split in ("train", "val", "test"):
+            y = ds.targets(split)
+            assert len(y) and 0 < y.mean() < 1, (seed, split)
+        groups = [{r.group for r in ds.records(s)} for s in ("train", "val", "test")]
+        assert sum(map(len, groups)) == len(set().union(*groups)) == 12
+        tests.add(frozenset(groups[2]))
+    assert len(tests) > 1  # seeds still move the split

@@ -31,6 +31,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_split, image_problem
@@ -158,6 +159,40 @@ def parse_cvat(xml_path: str | Path, policy: Optional[ErrorPolicy] = None) -> Op
     return frames
 
 
+def balanced_grouped_split(
+    records: list[Record],
+    fractions: dict[str, float],
+    seed: int,
+    min_share: float = 0.05,
+    candidates: int = 64,
+) -> tuple[dict[str, list[Record]], int]:
+    """A grouped split (no stream in two splits) that keeps every class in every split where it can.
+
+    With few streams a plain random grouped split easily leaves a split without a single positive frame,
+    which makes its metrics meaningless. This draws seeded grouped splits (the first with ``seed`` itself) and keeps
+    the first in which every class makes up at least ``min_share`` of every non-empty split; when none of
+    ``candidates`` does, the one whose rarest class share is largest. Taking the first that qualifies,
+    not the best, keeps different seeds giving different splits. Returns the splits and the chosen seed.
+    """
+    rng = np.random.default_rng(seed)
+    classes = sorted({lab for r in records for lab in (r.label if isinstance(r.label, list) else [r.label])})
+    best, best_score, best_seed = None, -1.0, seed
+    for i in range(candidates):
+        cand_seed = seed if i == 0 else int(rng.integers(2**31))
+        splits = grouped_split(records, fractions, cand_seed)
+        score = 1.0
+        for recs in splits.values():
+            if recs:
+                for c in classes:
+                    n = sum(c in (r.label if isinstance(r.label, list) else [r.label]) for r in recs)
+                    score = min(score, n / len(recs))
+        if score > best_score:
+            best, best_score, best_seed = splits, score, cand_seed
+        if score >= min_share:
+            break
+    return best if best is not None else grouped_split(records, fractions, seed), best_seed
+
+
 def read_fpus23(
     root: str | Path,
     task: Literal["head", "organs"] = "head",
@@ -172,7 +207,8 @@ def read_fpus23(
 
     ``task="head"``: classes ``["no_head", "head"]``; ``task="organs"``: multi-label over
     ``["head", "arm", "abdomen", "legs"]`` (``Record.label`` is a list). ``fractions`` are shares of
-    *streams* per split (default 70/15/15). A stream whose XML has no box at all is usually one that was
+    *streams* per split (default 70/15/15), chosen so that every split holds every class where the streams
+    allow it (``balanced_grouped_split``). A stream whose XML has no box at all is usually one that was
     never box-annotated, so by default it is reported like other bad input; ``unboxed_streams="keep"`` keeps
     its frames as frames without organs. ``Record.meta`` holds the frame's tags, their sources and boxes.
 
@@ -253,7 +289,7 @@ def read_fpus23(
                 "boxes": f["boxes"],
             }
             records.append(Record(f"{stream}/{f['name']}", path, text, label, stream, meta))
-    splits = grouped_split(records, dict(fractions or DEFAULT_FRACTIONS), seed)
+    splits, split_seed = balanced_grouped_split(records, dict(fractions or DEFAULT_FRACTIONS), seed)
     for name in ("train", "val", "test"):
         splits.setdefault(name, [])
     policy.log_summary(str(root))
@@ -269,8 +305,17 @@ def read_fpus23(
             "include_view": include_view,
             "seed": seed,
             "n_boxes": n_boxes,
+            "split_seed": split_seed,
         },
     )
 
 
-__all__ = ["ORGANS", "describe", "find_annotation_files", "parse_cvat", "read_fpus23", "stream_name_tags"]
+__all__ = [
+    "ORGANS",
+    "balanced_grouped_split",
+    "describe",
+    "find_annotation_files",
+    "parse_cvat",
+    "read_fpus23",
+    "stream_name_tags",
+]
