@@ -81,6 +81,7 @@ class TextConfig:
 
     text_encoder: str = "tfidf"  # tfidf | bow-mlp | minilm | open_clip:<model> | hf:<name or path>
     text_folds: int = 5  # k for out-of-fold logits of stacked text classifiers
+    text_features: str = "auto"  # auto | logits (out-of-fold for train rows) | embedding (frozen embedders)
 
 
 @dataclass
@@ -90,6 +91,12 @@ class FusionConfig:
     head: str = "concat-linear"  # concat-linear | concat-mlp | late | gated
     bank_views: int = 8  # K augmented views of each training image cached in the feature bank
     modality_dropout: float = 0.0
+    missing_fill: str = "mean"  # a missing modality becomes its training mean ("mean") or zeros ("zero")
+    feature_bank: bool = True  # False: the live path (backbone run every step, trainable per train_blocks)
+    bank_dir: Optional[str] = None  # None: runs/feature_bank under the repo root
+    checkpoint: Optional[str] = None  # a stage-1 checkpoint whose backbone stage 2 uses
+    compare_heads: bool = True  # also train every other head for the comparison table (bank path)
+    hidden: int = 256  # concat-mlp / gated hidden width
 
 
 def config_from_params(cls: type[T], params: dict[str, Any]) -> T:

@@ -341,7 +341,8 @@ class BankLoader:
     seeded by (seed, epoch), so a resumed run repeats it exactly. ``modality_dropout`` adds per-sample
     ``image_present`` / ``text_present`` masks. Other splits: the plain view, in order, no masks.
 
-    Batches are dicts in sample-major order: "image" float32 [B*M, D], "text" float32 [B*M, T], "label",
+    Batches are dicts in sample-major order: "features" float32 [B*M, D] (image), "text_features" float32
+    [B*M, T], "label",
     "index" (position in ``dataset.records(split)``), "copy" (view number), "id".
     """
 
@@ -403,8 +404,8 @@ class BankLoader:
                 image, copy = self.plain[idx], torch.zeros(len(idx), dtype=torch.long)
             rep = idx.repeat_interleave(m)
             batch = {
-                "image": image.float(),
-                "text": self.text[rep],
+                "features": image.float(),
+                "text_features": self.text[rep],
                 "label": self.labels[rep],
                 "index": rep,
                 "copy": copy,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -190,8 +191,159 @@ def modality_dropout_masks(n: int, p: float, generator: torch.Generator) -> tupl
     return ~(drop & which), ~(drop & ~which)
 
 
+# ------------------------------------------------------------------------------------------ stage-2 model
+class Stage2Model(nn.Module):
+    """The fusion model of stage 2 on either path.
+
+    Bank path (``backbone=None``): batches carry cached image ``features``. Live path: batches carry uint8
+    ``image``s and the backbone runs every step (its trainable part set by ``apply_layer_policy``). Both
+    carry ``text_features`` (joined by id) and optionally ``image_present`` / ``text_present`` masks.
+    ``modalities`` = "image" or "text" trains and evaluates a single-modality baseline with the same head
+    and trainer: the other modality is always absent (substituted).
+    """
+
+    def __init__(self, fusion: FusionModel, backbone: Optional[nn.Module] = None, modalities: str = "both"):
+        super().__init__()
+        if modalities not in ("both", "image", "text"):
+            raise ValueError(f"modalities must be 'both', 'image' or 'text', got {modalities!r}")
+        self.fusion, self.backbone, self.modalities = fusion, backbone, modalities
+
+    def image_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        device = self.fusion.image_mean.device
+        if "features" in batch:
+            return batch["features"].to(device, non_blocking=True)
+        from mmkit.augment import normalize
+
+        norm = getattr(self.backbone, "norm", "imagenet")
+        return self.backbone(normalize(batch["image"], norm, device=device))
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        image = self.image_features(batch)
+        text = batch["text_features"].to(image.device, non_blocking=True)
+        n = len(image)
+        image_present, text_present = batch.get("image_present"), batch.get("text_present")
+        if self.modalities == "image":
+            text_present = torch.zeros(n, dtype=torch.bool)
+        elif self.modalities == "text":
+            image_present = torch.zeros(n, dtype=torch.bool)
+        move = lambda m: None if m is None else m.to(image.device)  # noqa: E731
+        return self.fusion(image, text, move(image_present), move(text_present))
+
+
+class LiveLoader:
+    """``make_loader`` batches plus their text features (looked up by id) and modality-dropout masks:
+    the live path's stage-2 batches (backbone run every step on fresh augmentations)."""
+
+    def __init__(self, loader: Any, text: Any, split: str, modality_dropout: float = 0.0, seed: int = 0):
+        self.loader, self.text, self.split, self.seed = loader, text, split, seed
+        self.modality_dropout = modality_dropout if split == "train" else 0.0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_samples(self) -> int:
+        return self.loader.num_samples
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7)
+        for batch in self.loader:
+            batch["text_features"] = torch.from_numpy(self.text.lookup(self.split, batch["id"])).float()
+            if self.modality_dropout > 0:
+                n = len(batch["id"])
+                batch["image_present"], batch["text_present"] = modality_dropout_masks(
+                    n, self.modality_dropout, gen
+                )
+            yield batch
+
+
+@torch.no_grad()
+def predict(
+    model: Stage2Model, loader: Any, drop: Optional[str] = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(scores, targets, ids) over ``loader`` in eval mode; ``drop`` = "image" or "text" removes that
+    modality from every sample (the ``missing_fill`` substitute takes its place)."""
+    was = model.training
+    model.eval()
+    scores, targets, ids = [], [], []
+    for batch in loader:
+        batch = dict(batch)
+        n = len(batch["id"])
+        if drop == "image":
+            batch["image_present"] = torch.zeros(n, dtype=torch.bool)
+        elif drop == "text":
+            batch["text_present"] = torch.zeros(n, dtype=torch.bool)
+        scores.append(model(batch).float().cpu())
+        targets.append(batch["label"])
+        ids.extend(batch["id"])
+    model.train(was)
+    return torch.cat(scores).numpy(), torch.cat(targets).numpy(), ids
+
+
+def missing_modality_report(
+    model: Stage2Model, loaders: dict[str, Any], task: str, classes: list[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{split: {"both" | "no_text" | "no_image": metrics}}: the same model with a modality removed from
+    every sample (replaced by the training mean under ``missing_fill="mean"``, by zeros under "zero")."""
+    from mmkit.metrics import compute_metrics
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for split, loader in loaders.items():
+        out[split] = {}
+        for name, drop in (("both", None), ("no_text", "text"), ("no_image", "image")):
+            scores, y, _ = predict(model, loader, drop)
+            out[split][name] = compute_metrics(y, scores, task, classes)
+    return out
+
+
+def project_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """A 2-D projection of features for plotting: "pca" (fast, linear) or "tsne" (local structure)."""
+    x = np.asarray(features, dtype=np.float32)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(2, random_state=seed).fit_transform(x)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(2, perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), random_state=seed).fit_transform(x)
+    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+
+
+@torch.no_grad()
+def fused_features(model: Stage2Model, loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(the head's input: standardised concat(image, text) [N, D+T], targets) over ``loader``."""
+    model.eval()
+    feats, ys = [], []
+    for batch in loader:
+        image = model.image_features(batch)
+        f = model.fusion
+        z = torch.cat(
+            [
+                f._prepare(image, f.image_mean, f.image_std, None),
+                f._prepare(batch["text_features"], f.text_mean, f.text_std, None),
+            ],
+            dim=1,
+        )
+        feats.append(z.float().cpu())
+        ys.append(batch["label"])
+    return torch.cat(feats).numpy(), torch.cat(ys).numpy()
+
+
 __all__ = [
     "HEADS",
+    "LiveLoader",
+    "Stage2Model",
+    "fused_features",
+    "missing_modality_report",
+    "predict",
+    "project_2d",
     "ConcatLinear",
     "ConcatMLP",
     "FusionModel",

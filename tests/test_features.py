@@ -131,15 +131,15 @@ def test_bank_loader_draws_m_of_k_views_seeded_and_joins_by_id(ds, tmp_path):
     views = np.asarray(bank.features["train"], dtype=np.float32)
     for b in batches:
         idx, copy = b["index"].numpy(), b["copy"].numpy()
-        assert np.allclose(b["image"].numpy(), views[bank.rows("train", b["id"]), copy])
+        assert np.allclose(b["features"].numpy(), views[bank.rows("train", b["id"]), copy])
         for s in range(0, len(idx), 3):  # M distinct views of each sample, sample-major
             assert len(set(idx[s : s + 3])) == 1 and len(set(copy[s : s + 3])) == 3
-        assert np.array_equal(b["text"].numpy(), text.lookup("train", b["id"]))
+        assert np.array_equal(b["text_features"].numpy(), text.lookup("train", b["id"]))
         assert np.array_equal(b["label"].numpy(), ds.targets("train")[idx])
     again = list(BankLoader(bank, text, ds, "train", batch_size=5, copies=3, seed=7))
-    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(batches, again))
+    assert all(torch.equal(a["features"], b["features"]) for a, b in zip(batches, again))
     loader.set_epoch(1)
-    assert not torch.equal(next(iter(loader))["image"], batches[0]["image"])
+    assert not torch.equal(next(iter(loader))["features"], batches[0]["features"])
     # a dataset whose records are shuffled still gets each id's own features
     rng = np.random.default_rng(0)
     recs = ds.records("val")
@@ -148,8 +148,8 @@ def test_bank_loader_draws_m_of_k_views_seeded_and_joins_by_id(ds, tmp_path):
     )
     val = next(iter(BankLoader(bank, text, shuffled, "val", batch_size=100)))
     assert np.allclose(
-        val["image"].numpy(), np.asarray(bank.plain["val"], np.float32)[bank.rows("val", val["id"])]
+        val["features"].numpy(), np.asarray(bank.plain["val"], np.float32)[bank.rows("val", val["id"])]
     )
-    assert np.array_equal(val["text"].numpy(), text.lookup("val", val["id"]))
+    assert np.array_equal(val["text_features"].numpy(), text.lookup("val", val["id"]))
     with pytest.raises(ValueError, match="K=4"):
         BankLoader(bank, text, ds, "train", batch_size=5, copies=5)
