@@ -113,3 +113,15 @@ def test_food_modalities_are_complementary(tmp_path):
     chance = 1 / 6
     assert chance + 0.15 < a_img < 0.9 and chance + 0.15 < a_txt < 0.9, (a_img, a_txt)
     assert a_both > max(a_img, a_txt) + 0.03, (a_img, a_txt, a_both)
+
+
+def test_concurrent_generation_yields_one_complete_copy(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "fpus"
+    with ThreadPoolExecutor(2) as pool:
+        roots = list(pool.map(lambda _: ensure_synthetic("synthetic_fpus23", root), range(2)))
+    assert roots == [root, root]
+    ds = read_fpus23(root)
+    assert sum(map(len, ds.splits.values())) == 360
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]

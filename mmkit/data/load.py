@@ -13,6 +13,7 @@ import inspect
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from mmkit.config import DataConfig
@@ -58,19 +59,34 @@ def ensure_synthetic(dataset: str, root: str | Path | None = None) -> Path:
         raise DataError(
             root, None, "folder exists and was not written by mmkit's generator", "choose an empty data_root"
         )
-    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    make(tmp, **settings)
-    if root.exists():
-        shutil.rmtree(root, ignore_errors=True)
-    try:
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(root.with_name(f".{root.name}.lock")):
+        if read_stamp(root) == want:  # another process generated it while we waited
+            return root
+        tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        make(tmp, **settings)
+        if root.exists():
+            shutil.rmtree(root)
         os.replace(tmp, root)
-    except OSError:  # another process finished first: keep its copy when it matches
-        shutil.rmtree(tmp, ignore_errors=True)
-        if read_stamp(root) != want:
-            raise
     return root
+
+
+@contextmanager
+def _lock(path: Path):
+    """An exclusive lock file (POSIX flock; no locking where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent generation is then the user's to avoid
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
