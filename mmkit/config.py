@@ -32,6 +32,7 @@ class DataConfig:
     task: Optional[str] = None  # fpus23: "head" (binary) or "organs" (multi-label)
     include_view: bool = True  # fpus23: keep the View_fetus field in the text (it nearly names the label)
     val_fraction: float = 0.1
+    split_file: Optional[str] = None  # food101: train image names that form val, one per line
     seed: int = 0
     on_error: str = "raise"  # "raise" or "skip" (skips are logged and listed, never silent)
 

@@ -199,3 +199,11 @@ def test_grouped_split_keeps_every_class_in_every_split(tmp_path):
         assert sum(map(len, groups)) == len(set().union(*groups)) == 12
         tests.add(frozenset(groups[2]))
     assert len(tests) > 1  # seeds still move the split
+
+
+def test_frame_files_missing_from_the_xml_are_counted(small):
+    stream = sorted((small / "four_poses").iterdir())[0]
+    Image.new("L", (4, 4)).save(stream / "frame_000099.png")
+    ds = read_fpus23(small)
+    assert ds.meta["unannotated_frames"] == {stream.name: 1}
+    assert sum(map(len, ds.splits.values())) == 16 and ds.skipped == []

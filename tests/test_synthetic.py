@@ -125,3 +125,14 @@ def test_concurrent_generation_yields_one_complete_copy(tmp_path):
     ds = read_fpus23(root)
     assert sum(map(len, ds.splits.values())) == 360
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_load_dataset_reads_a_split_file(tmp_path):
+    root = make_synthetic_food101(
+        tmp_path / "f", n_classes=2, train_per_class=3, test_per_class=1, image_size=16
+    )
+    names = sorted(p.name for p in (root / "images" / "train").glob("*/*.jpg"))[:2]
+    (tmp_path / "val.txt").write_text("\n".join(names))
+    cfg = DataConfig(dataset="upmc_food101", data_root=str(root), split_file=str(tmp_path / "val.txt"))
+    ds = load_dataset(cfg)
+    assert sorted(r.meta["file"] for r in ds.records("val")) == names and len(ds.records("train")) == 4

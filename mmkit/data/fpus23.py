@@ -34,7 +34,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_split, image_problem
+from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_split, image_problem, log
 
 ORGANS = ["head", "arm", "abdomen", "legs"]
 TAG_FIELDS = ["Orientation/Pose", "Probe/orientation", "location/View_fetus", "diagnostic_plane/plane"]
@@ -230,6 +230,7 @@ def read_fpus23(
     policy = ErrorPolicy(on_error)
     records: list[Record] = []
     n_boxes = 0
+    unannotated: dict[str, int] = {}
     for stream, xml_path in tqdm(annotations.items(), desc="fpus23 streams", leave=False):
         frames = parse_cvat(xml_path, policy)
         if frames is None:
@@ -248,6 +249,12 @@ def read_fpus23(
             continue
         fallback = stream_name_tags(stream)
         frame_dir = root / "four_poses" / stream
+        if frame_dir.is_dir():  # frame files the XML doesn't mention: not samples, but worth knowing about
+            named = {Path(f["name"]).name for f in frames}
+            extra = sum(p.name not in named for p in frame_dir.glob("*.png"))
+            if extra:
+                unannotated[stream] = extra
+                log.warning("%s: %d frame files are not in %s; they are not read", frame_dir, extra, xml_path)
         for f in sorted(frames, key=lambda f: f["id"]):
             where = f"frame {f['name']} (id {f['id']})"
             if f["conflicts"]:
@@ -306,6 +313,7 @@ def read_fpus23(
             "seed": seed,
             "n_boxes": n_boxes,
             "split_seed": split_seed,
+            "unannotated_frames": unannotated,
         },
     )
 

@@ -108,7 +108,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         root = Path(cfg.data_root).expanduser()
     common = dict(seed=cfg.seed, on_error=cfg.on_error)
     if cfg.dataset in ("synthetic_food101", "upmc_food101"):
-        ds = read_upmc_food101(root, val_fraction=cfg.val_fraction, **common)
+        ds = read_upmc_food101(root, val_fraction=cfg.val_fraction, split_file=cfg.split_file, **common)
     elif cfg.dataset in ("synthetic_fpus23", "fpus23"):
         ds = read_fpus23(root, task=cfg.task or "head", include_view=cfg.include_view, **common)
     else:
