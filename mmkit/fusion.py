@@ -24,11 +24,15 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import nn
+
+from mmkit.config import AugmentConfig, FusionConfig, TrainConfig
 
 HEADS = ("concat-linear", "concat-mlp", "late", "gated")
 
@@ -336,8 +340,276 @@ def fused_features(model: Stage2Model, loader: Any) -> tuple[np.ndarray, np.ndar
     return torch.cat(feats).numpy(), torch.cat(ys).numpy()
 
 
+# -------------------------------------------------------------------------------------------- training
+@dataclass
+class Stage2Result:
+    """What ``train_stage2`` returns: the selected model, its metrics and the run's record."""
+
+    model: Stage2Model
+    metrics: dict[str, dict[str, Any]]  # split -> compute_metrics(...) of the val-selected model
+    history: list[dict[str, Any]]  # one row per epoch: loss, val score, seconds
+    best_epoch: int
+    checkpoint: Optional[Path]
+    loaders: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        return [h["seconds"] for h in self.history]
+
+
+def selection_score(y: np.ndarray, scores: np.ndarray, task: str) -> float:
+    """The validation number that picks the best epoch: accuracy (multiclass) or mean AP (multilabel)."""
+    if task == "multilabel":
+        from sklearn.metrics import average_precision_score
+
+        keep = y.sum(0) > 0
+        return (
+            float(average_precision_score(y[:, keep], scores[:, keep], average="macro"))
+            if keep.any()
+            else 0.0
+        )
+    return float((scores.argmax(1) == y).mean()) if len(y) else 0.0
+
+
+def train_stage2(
+    dataset: Any,
+    text: Any,
+    *,
+    bank: Any = None,
+    backbone: Optional[nn.Module] = None,
+    head: str = "concat-linear",
+    fusion: Optional[FusionConfig] = None,
+    train: Optional[TrainConfig] = None,
+    augment: Optional[AugmentConfig] = None,
+    train_blocks: str = "none",
+    modalities: str = "both",
+    out_dir: Optional[str | Path] = None,
+    resume: bool = False,
+    device: Optional[str | torch.device] = None,
+) -> Stage2Result:
+    """Train a fusion head on the feature bank (``bank``) or live (``backbone``; trainable per
+    ``train_blocks``), select the epoch on validation, and score val and test.
+
+    ``augment.copies`` is M, the views of each sample per step (on the bank: M of its K cached views).
+
+    Example:
+        >>> result = train_stage2(ds, text, bank=bank, head="gated", train=TrainConfig(epochs=10, lr=1e-2))  # doctest: +SKIP
+        >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
+    """
+    from mmkit.metrics import compute_metrics
+
+    fusion, train, augment = fusion or FusionConfig(), train or TrainConfig(), augment or AugmentConfig()
+    if (bank is None) == (backbone is None):
+        raise ValueError("pass either bank= (feature bank path) or backbone= (live path)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaders = stage2_loaders(dataset, text, bank, augment, fusion, train.seed)
+    if bank is not None:
+        image_stats = feature_stats(torch.from_numpy(np.asarray(bank.features["train"], dtype=np.float32)))
+        image_dim = bank.dim
+    else:
+        from mmkit.models import apply_layer_policy
+
+        apply_layer_policy(backbone, train_blocks)
+        image_stats = _live_image_stats(backbone, dataset, augment, device)
+        image_dim = int(backbone.num_features)
+    text_train = torch.from_numpy(text.lookup("train", dataset.ids("train")))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train.seed)  # the head's init depends on the seed only
+        head_module = make_head(head, image_dim, text.dim, dataset.num_classes, hidden=fusion.hidden)
+    model = Stage2Model(
+        FusionModel(head_module, image_stats, feature_stats(text_train), fusion.missing_fill),
+        backbone=backbone,
+        modalities=modalities,
+    ).to(device)
+    model.train_blocks = train_blocks
+    loss_fn = nn.BCEWithLogitsLoss() if dataset.task == "multilabel" else nn.CrossEntropyLoss()
+    best_epoch, history, checkpoint = _fit(
+        model, loaders, loss_fn, train, dataset.task, out_dir, resume, device
+    )
+    metrics = {}
+    for split in ("val", "test"):
+        if len(dataset.records(split)):
+            scores, y, _ = predict(model, loaders[split])
+            metrics[split] = compute_metrics(y, scores, dataset.task, list(dataset.classes))
+    return Stage2Result(model, metrics, history, best_epoch, checkpoint, loaders)
+
+
+def _fit(
+    model: Stage2Model,
+    loaders: dict[str, Any],
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    task: str,
+    out_dir: Optional[str | Path],
+    resume: bool,
+    device: torch.device,
+) -> tuple[int, list[dict[str, Any]], Optional[Path]]:
+    """Epoch loop: optimiser + schedule from ``cfg``, validation selection, atomic per-epoch checkpoints
+    (``out_dir/last.pt``, ``best.pt``) and exact resume (the loaders' draws depend on (seed, epoch); each
+    epoch's dropout runs under its own seed)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+    steps_per_epoch = max(1, len(loaders["train"]))
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total - warmup)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + np.cos(np.pi * t))
+        if cfg.schedule == "step":
+            return 0.1 ** int(t * 3)
+        return 1.0
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, start = -np.inf, -1, 0
+    if out is not None and resume and (out / "last.pt").exists():
+        state = torch.load(out / "last.pt", map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, best_score, best_epoch, start = (
+            state["history"],
+            state["best_score"],
+            state["best_epoch"],
+            state["epoch"] + 1,
+        )
+    best_state = None
+    if out is not None and (out / "best.pt").exists() and start > 0:
+        best_state = torch.load(out / "best.pt", map_location=device, weights_only=False)["model"]
+    has_val = loaders["val"].num_samples > 0
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        loaders["train"].set_epoch(epoch)
+        model.train()
+        if model.backbone is not None:
+            from mmkit.models import apply_layer_policy  # re-freeze: model.train() flipped every block
+
+            apply_layer_policy(model.backbone, getattr(model, "train_blocks", "none"))
+        losses = []
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+            for batch in tqdm(loaders["train"], desc=f"stage 2 epoch {epoch}", leave=False):
+                logits = model(batch)
+                target = batch["label"].to(device)
+                loss = loss_fn(logits, target.float() if task == "multilabel" else target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+        train_seconds = time.perf_counter() - t0
+        if has_val:
+            val_scores, val_y, _ = predict(model, loaders["val"])
+            score = selection_score(val_y, val_scores, task)
+        else:  # no validation split: the last epoch wins (never the test set)
+            score = float(epoch)
+        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_score": score, "seconds": train_seconds}
+        history.append(row)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if out is not None:
+                _atomic_save({"model": best_state, "epoch": epoch, "score": score}, out / "best.pt")
+        if out is not None:
+            _atomic_save(
+                {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": epoch, "history": history, "best_score": best_score, "best_epoch": best_epoch,
+                },
+                out / "last.pt",
+            )  # fmt: skip
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return best_epoch, history, (out / "best.pt") if out is not None else None
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def stage2_loaders(
+    dataset: Any, text: Any, bank: Any, augment: AugmentConfig, fusion: FusionConfig, seed: int
+) -> dict[str, Any]:
+    """Train/val/test stage-2 loaders: from the bank (M of K views) or live (``make_loader`` + text)."""
+    if bank is not None:
+        from mmkit.features import BankLoader
+
+        return {
+            split: BankLoader(
+                bank,
+                text,
+                dataset,
+                split,
+                augment.batch_size,
+                copies=augment.copies,
+                seed=seed,
+                modality_dropout=fusion.modality_dropout,
+            )  # fmt: skip
+            for split in ("train", "val", "test")
+        }
+    from mmkit.augment import make_loader
+
+    return {
+        split: LiveLoader(
+            make_loader(
+                dataset,
+                split,
+                augment.batch_size,
+                copies=augment.copies,
+                preset=augment.preset,
+                image_size=augment.image_size,
+                seed=seed,
+                num_workers=augment.num_workers,
+            ),
+            text,
+            split,
+            fusion.modality_dropout,
+            seed,
+        )  # fmt: skip
+        for split in ("train", "val", "test")
+    }
+
+
+@torch.no_grad()
+def _live_image_stats(backbone: nn.Module, dataset: Any, augment: AugmentConfig, device: torch.device):
+    """Standardisation statistics of the live path: the backbone's features of the training images'
+    eval view at the start of training (the live features move when blocks train; the head adapts)."""
+    from mmkit.augment import make_loader, normalize
+
+    was = backbone.training
+    backbone.eval()
+    loader = make_loader(
+        dataset, "train", augment.batch_size, preset=augment.preset, image_size=augment.image_size,
+        augment=False, shuffle=False, num_workers=augment.num_workers,
+    )  # fmt: skip
+    norm = getattr(backbone, "norm", "imagenet")
+    feats = torch.cat([backbone(normalize(b["image"], norm, device=device)).float().cpu() for b in loader])
+    backbone.train(was)
+    return feature_stats(feats)
+
+
 __all__ = [
     "HEADS",
+    "Stage2Result",
+    "selection_score",
+    "stage2_loaders",
+    "train_stage2",
     "LiveLoader",
     "Stage2Model",
     "fused_features",
