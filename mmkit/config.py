@@ -98,6 +98,7 @@ class FusionConfig:
     checkpoint: Optional[str] = None  # a stage-1 checkpoint whose backbone stage 2 uses
     compare_heads: bool = True  # also train every other head for the comparison table (bank path)
     hidden: int = 256  # concat-mlp / gated hidden width
+    projection: str = "pca"  # 2-D view of the fused features: pca | tsne
 
 
 def config_from_params(cls: type[T], params: dict[str, Any]) -> T:
