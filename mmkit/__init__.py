@@ -19,10 +19,24 @@ from mmkit.config import (
     TrainConfig,
 )
 from mmkit.data import DataError, Dataset, Record
+from mmkit.features import BankLoader, FeatureBank, build_feature_bank
+from mmkit.fusion import HEADS, make_head, run_fusion_experiment, train_stage2
+from mmkit.text import TextFeatures, compute_text_features, make_text_encoder, out_of_fold_logits
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "HEADS",
+    "BankLoader",
+    "FeatureBank",
+    "TextFeatures",
+    "build_feature_bank",
+    "compute_text_features",
+    "make_head",
+    "make_text_encoder",
+    "out_of_fold_logits",
+    "run_fusion_experiment",
+    "train_stage2",
     "AugmentConfig",
     "DataConfig",
     "DataError",
