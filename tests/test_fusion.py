@@ -173,3 +173,20 @@ def test_selection_uses_validation_not_test(food, tmp_path):
     assert result.metrics["val"]["accuracy"] == pytest.approx(max(scores))
     stats = feature_stats(torch.ones(3, 2, 4))
     assert stats[0].shape == (4,) and (stats[1] > 0).all()
+
+
+def test_multilabel_fpus23_organs_end_to_end(tmp_path):
+    from mmkit.data import make_synthetic_fpus23, read_fpus23
+
+    root = make_synthetic_fpus23(tmp_path / "fpus", n_streams=12, frames_per_stream=20, width=84, height=48)
+    ds = read_fpus23(root, task="organs")
+    assert ds.task == "multilabel"
+    stage2 = {**STAGE2, "train": TrainConfig(epochs=10, lr=1e-2, optimizer="adamw", weight_decay=0.3)}
+    fusion = FusionConfig(head="gated", bank_views=2, bank_dir=str(tmp_path / "bank"), compare_heads=False)
+    exp = run_fusion_experiment(ds, backbone=RandomConvNet(), fusion=fusion, **stage2)
+    test = exp.results["gated"].metrics["test"]
+    prevalence = ds.targets("test").mean()
+    assert set(test["per_label_f1"]) == set(ds.classes)
+    assert test["mAP"] > prevalence + 0.05  # random scores give about the prevalence
+    assert exp.text.out_of_fold and exp.text.values["train"].shape == (len(ds.records("train")), 4)
+    assert {r["input"] for r in exp.missing_rows()} == {"both", "no_text", "no_image"}
