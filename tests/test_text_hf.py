@@ -21,16 +21,16 @@ WORDS = {
 FILLER = ["the", "a", "with", "fresh", "homemade", "and", "best", "recipe"]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<|endoftext|>"]
 FAST = dict(progress=False, device="cpu", batch_size=8)
-CLF = dict(mode="classifier", epochs=6, lr=3e-3, warmup=0.0, dropout=0.0, **FAST)
+CLF = dict(mode="classifier", epochs=8, lr=3e-3, warmup=0.0, dropout=0.0, **FAST)
 
 
 def toy(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Two class words among two filler words: separable by word identity, not by length or position."""
+    """Three class words and one filler word: separable by word identity, not by length or position."""
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for i in range(n):
         c = ("sweet", "savory")[i % 2]
-        words = [*rng.choice(WORDS[c], 2, replace=False), *rng.choice(FILLER, 2, replace=False)]
+        words = [*rng.choice(WORDS[c], 3, replace=False), rng.choice(FILLER)]
         texts.append(" ".join(rng.permutation(words)))
         labels.append(c)
     return texts, labels
@@ -199,18 +199,24 @@ def test_classifier_is_seeded(gpt2_dir):
     assert np.array_equal(a, b) and not np.allclose(a, c)
 
 
-def test_multilabel_classifier_and_probe(bert_dir):
-    texts, labels = toy(24, seed=4)
-    # a second label for texts that mention cream or cheese
-    multi = [[c, "dairy"] if ("cream" in t or "cheese" in t) else [c] for t, c in zip(texts, labels)]
-    clf = HFTextEncoder(bert_dir, **{**CLF, "epochs": 12}).fit(texts, multi)
-    assert clf.multilabel_ and clf.classes_ == ["dairy", "savory", "sweet"]
+def test_multilabel_classifier_and_probe(model_dir):
+    # each text carries the words of one or both classes; labels are lists of class names
+    rng = np.random.default_rng(4)
+    texts, multi = [], []
+    for i in range(24):
+        row = [["sweet"], ["savory"], ["savory", "sweet"]][i % 3]
+        words = [w for c in row for w in rng.choice(WORDS[c], 2, replace=False)] + [rng.choice(FILLER)]
+        texts.append(" ".join(rng.permutation(words)))
+        multi.append(row)
+    clf = HFTextEncoder(model_dir, **{**CLF, "epochs": 12}).fit(texts, multi)
+    assert clf.multilabel_ and clf.classes_ == ["savory", "sweet"]
     logits = clf.predict_logits(texts)
-    assert logits.shape == (24, 3)
+    assert logits.shape == (24, 2)
     truth = np.array([[c in row for c in clf.classes_] for row in multi])
     assert ((logits > 0) == truth).mean() >= 0.9
-    probe = HFTextEncoder(bert_dir, C=100.0, **FAST).fit(texts, multi)
-    assert probe.predict_logits(texts).shape == (24, 3) and probe.multilabel_
+    assert clf.predict(texts[:3]) == [["sweet"], ["savory"], ["savory", "sweet"]]
+    probe = HFTextEncoder(model_dir, C=100.0, **FAST).fit(texts, multi)
+    assert probe.predict_logits(texts).shape == (24, 2) and probe.multilabel_
 
 
 def test_out_of_fold_stacking_both_modes(gpt2_dir, bert_dir):
