@@ -110,7 +110,7 @@ def main() -> None:
 
     # --- the kit's live path, frozen backbone ------------------------------------------------------------
     if not args.skip_live:
-        module = load_backbone(args.backbone, None, None, args.seed)[0]
+        module = load_backbone(args.backbone, None, None, args.seed, args.image_size)[0]
         res_live = train_stage2(
             ds, text, backbone=module, head="concat-linear", fusion=fusion, train=train_cfg, augment=aug,
             train_blocks="none", device="cpu",
@@ -124,7 +124,9 @@ def main() -> None:
         print("live_frozen", results["live_frozen"], flush=True)
 
     # --- the seed's way: backbone in train mode with gradients, recomputed every step --------------------
-    module = load_backbone(args.backbone, None, None, args.seed)[0]  # same weights as the bank's
+    module = load_backbone(args.backbone, None, None, args.seed, args.image_size)[
+        0
+    ]  # same weights as the bank's
     text_stats = feature_stats(torch.from_numpy(text.lookup("train", ds.ids("train"))))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)

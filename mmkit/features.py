@@ -99,9 +99,11 @@ def load_backbone(
     pretrained: Optional[str] = None,
     checkpoint: Optional[Union[str, Path]] = None,
     seed: int = 0,
+    image_size: Optional[int] = None,
 ) -> tuple[nn.Module, str, str]:
     """(module, backbone name, weights id). A random init is made under ``seed`` so that it, and its
-    bank, are reproducible; a stage-1 checkpoint is loaded over the created backbone."""
+    bank, are reproducible; a stage-1 checkpoint replaces ``pretrained`` (``create_backbone`` reads it).
+    ``image_size`` matters to backbones that fix their input size (ViTs)."""
     if isinstance(backbone, nn.Module):
         if checkpoint is not None:
             load_backbone_weights(backbone, checkpoint)
@@ -110,9 +112,8 @@ def load_backbone(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = create_backbone(backbone, pretrained=None if checkpoint else pretrained)
-    if checkpoint is not None:
-        load_backbone_weights(module, checkpoint)
+        source = str(checkpoint) if checkpoint is not None else pretrained
+        module = create_backbone(backbone, pretrained=source, image_size=image_size)
     return module, backbone, weights_id(pretrained, checkpoint, module)
 
 
@@ -259,7 +260,7 @@ def build_feature_bank(
     if isinstance(backbone, str) and (checkpoint is not None or pretrained is not None):
         name, weights = backbone, weights_id(pretrained, checkpoint, None)  # no need to build it to reuse
     else:
-        module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed)
+        module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
     key = bank_key(name, weights, preset, views, image_size, seed, dataset_fingerprint(dataset))
     path = Path(cache_dir) / key_hash(key)
     if (path / "bank.json").exists():
@@ -267,7 +268,7 @@ def build_feature_bank(
 
     start = time.perf_counter()
     if module is None:
-        module, _, _ = load_backbone(backbone, pretrained, checkpoint, seed)
+        module, _, _ = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     was_training = module.training
     module.to(device).eval()  # frozen: BatchNorm uses its running statistics, dropout is off

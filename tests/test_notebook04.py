@@ -1,0 +1,35 @@
+"""Notebook 04 executes headlessly with its smoke parameters and reports what it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmkit.fusion import HEADS
+from mmkit.run import NOTEBOOKS, execute_notebook
+
+NOTEBOOK = NOTEBOOKS / "04_multimodal_fusion.ipynb"
+
+
+def test_notebook04_smoke(tmp_path):
+    out = tmp_path / "nb04"
+    metrics = execute_notebook(NOTEBOOK, out, {"bank_dir": str(tmp_path / "bank")}, smoke=True)
+    assert metrics["task"] == "multiclass" and metrics["head"] == "concat-linear"
+    assert set(metrics["heads"]) == set(HEADS)
+    assert set(metrics["baselines"]) == {"image-only", "text-only"}
+    chance = 1 / 8  # the synthetic default has 8 classes
+    for name, row in {**metrics["heads"], **metrics["baselines"]}.items():
+        for key in ("val_accuracy", "test_accuracy", "val_macro_f1", "test_macro_f1"):
+            assert 0.0 <= row[key] <= 1.0, (name, key)
+        assert row["test_accuracy"] > 2 * chance, name  # every method learned something
+    best = max(r["test_accuracy"] for r in metrics["heads"].values())
+    assert best > metrics["baselines"]["image-only"]["test_accuracy"]
+    assert metrics["test_accuracy"] == metrics["heads"]["concat-linear"]["test_accuracy"]
+    assert set(metrics["missing"]["test"]) == {"both", "no_text", "no_image"}
+    assert metrics["missing"]["test"]["both"]["accuracy"] == metrics["test_accuracy"]
+    assert metrics["feature_bank"] and metrics["bank_reused"] is False and metrics["text_out_of_fold"]
+    key = metrics["bank_key"]
+    assert key["backbone"] == "timm:test_resnet" and key["views"] == 2 and key["image_size"] == 32
+    assert Path(metrics["checkpoint"]).is_file()
+    for figure in metrics["figures"]:
+        assert (out / figure).stat().st_size > 1000, figure
+    assert (out / "04_multimodal_fusion.ipynb").exists() and (out / "config.json").exists()
