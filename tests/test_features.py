@@ -153,3 +153,22 @@ def test_bank_loader_draws_m_of_k_views_seeded_and_joins_by_id(ds, tmp_path):
     assert np.array_equal(val["text_features"].numpy(), text.lookup("val", val["id"]))
     with pytest.raises(ValueError, match="K=4"):
         BankLoader(bank, text, ds, "train", batch_size=5, copies=5)
+
+
+def test_named_backbone_with_checkpoint_reuses_without_building(ds, tmp_path, monkeypatch):
+    import mmkit.models
+    from mmkit.models import create_backbone
+
+    torch.manual_seed(1)
+    ckpt = tmp_path / "stage1.pt"
+    torch.save({"model": create_backbone("timm:test_resnet").state_dict(), "epoch": 0}, ckpt)
+    first = _build(ds, tmp_path / "bank", "timm:test_resnet", checkpoint=ckpt)
+    assert not first.reused and first.key["weights"].startswith("checkpoint:")
+    assert first.key["backbone"] == "timm:test_resnet" and first.dim == 96
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a reused bank must not build the backbone")
+
+    monkeypatch.setattr(mmkit.models, "create_backbone", no_build)
+    again = _build(ds, tmp_path / "bank", "timm:test_resnet", checkpoint=ckpt)
+    assert again.reused and again.path == first.path

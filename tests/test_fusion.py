@@ -190,3 +190,25 @@ def test_multilabel_fpus23_organs_end_to_end(tmp_path):
     assert test["mAP"] > prevalence + 0.05  # random scores give about the prevalence
     assert exp.text.out_of_fold and exp.text.values["train"].shape == (len(ds.records("train")), 4)
     assert {r["input"] for r in exp.missing_rows()} == {"both", "no_text", "no_image"}
+
+
+def test_live_path_trains_only_the_chosen_blocks(tmp_path):
+    from mmkit.models import create_backbone
+
+    root = make_synthetic_food101(
+        tmp_path / "food", n_classes=3, train_per_class=8, test_per_class=3, image_size=32
+    )
+    ds = read_upmc_food101(root)
+    text, _ = compute_text_features(ds, "tfidf", folds=3)
+    torch.manual_seed(0)
+    backbone = create_backbone("timm:test_resnet")
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    cfg = TrainConfig(epochs=2, lr=1e-2, optimizer="sgd", seed=0)
+    aug = AugmentConfig(image_size=32, batch_size=8, copies=2)
+    result = train_stage2(ds, text, backbone=backbone, train_blocks="last:1", train=cfg, augment=aug)
+    assert result.model.backbone is backbone and result.metrics["test"]["n"] == len(ds.records("test"))
+    key_of = {v.data_ptr(): k for k, v in backbone.state_dict().items()}
+    frozen = {key_of[t.data_ptr()] for b in backbone.blocks[:-1] for t in b.state_dict().values()}
+    trainable = {key_of[t.data_ptr()] for b in backbone.blocks[-1:] for t in b.state_dict().values()}
+    changed = {k for k, v in backbone.state_dict().items() if not torch.equal(v, before[k])}
+    assert frozen and changed and changed <= trainable  # nothing frozen moved, BatchNorm statistics included
