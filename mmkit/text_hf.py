@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -231,8 +232,9 @@ class HFTextEncoder(TextEncoder):
         return self._base
 
     def _autocast(self):
-        use = self.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=use)
+        if self.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()  # cpu/mps: full precision (cpu autocast is slower than fp32 here)
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Right-padded, truncated ids and mask on the device; an empty text gets one token (the tokenizer's

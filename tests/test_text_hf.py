@@ -138,7 +138,8 @@ def test_gpt2_pooling_ignores_padding(gpt2_dir, pooling):
     alone = enc.transform([short])[0]
     batched = enc.transform([long, short, ""])  # padded to the long text
     assert np.allclose(batched[1], alone, atol=1e-5)
-    assert np.isfinite(batched[2]).all()  # an empty text still gets a vector
+    assert np.isfinite(batched[2]).all()  # an empty text still gets a vector, alone or not
+    assert np.allclose(enc.transform([""])[0], batched[2], atol=1e-5)
     # reference: the model on the short text's ids without any padding
     ids = AutoTokenizer.from_pretrained(gpt2_dir)(short, return_tensors="pt")["input_ids"]
     with torch.no_grad():
