@@ -347,7 +347,7 @@ class Stage2Result:
 
     model: Stage2Model
     metrics: dict[str, dict[str, Any]]  # split -> compute_metrics(...) of the val-selected model
-    history: list[dict[str, Any]]  # one row per epoch: loss, val score, seconds
+    history: list[dict[str, Any]]  # mmkit.train.fit's rows: train_loss, lr, val_<metric>, seconds
     best_epoch: int
     checkpoint: Optional[Path]
     loaders: dict[str, Any] = field(default_factory=dict)
@@ -355,20 +355,6 @@ class Stage2Result:
     @property
     def epoch_seconds(self) -> list[float]:
         return [h["seconds"] for h in self.history]
-
-
-def selection_score(y: np.ndarray, scores: np.ndarray, task: str) -> float:
-    """The validation number that picks the best epoch: accuracy (multiclass) or mean AP (multilabel)."""
-    if task == "multilabel":
-        from sklearn.metrics import average_precision_score
-
-        keep = y.sum(0) > 0
-        return (
-            float(average_precision_score(y[:, keep], scores[:, keep], average="macro"))
-            if keep.any()
-            else 0.0
-        )
-    return float((scores.argmax(1) == y).mean()) if len(y) else 0.0
 
 
 def train_stage2(
@@ -386,17 +372,21 @@ def train_stage2(
     out_dir: Optional[str | Path] = None,
     resume: bool = False,
     device: Optional[str | torch.device] = None,
+    on_epoch_end: Optional[Any] = None,
 ) -> Stage2Result:
     """Train a fusion head on the feature bank (``bank``) or live (``backbone``; trainable per
     ``train_blocks``), select the epoch on validation, and score val and test.
 
     ``augment.copies`` is M, the views of each sample per step (on the bank: M of its K cached views).
+    Training is ``mmkit.train.fit`` (the stage-1 loop): optimiser and schedule from ``train``, selection on
+    val, ``out_dir/best.pt`` + ``last.pt`` checkpoints, exact ``resume``; ``on_epoch_end(row)`` per epoch.
 
     Example:
         >>> result = train_stage2(ds, text, bank=bank, head="gated", train=TrainConfig(epochs=10, lr=1e-2))  # doctest: +SKIP
         >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
     """
     from mmkit.metrics import compute_metrics
+    from mmkit.train import batch_forward, fit
 
     fusion, train, augment = fusion or FusionConfig(), train or TrainConfig(), augment or AugmentConfig()
     if (bank is None) == (backbone is None):
@@ -421,126 +411,19 @@ def train_stage2(
         backbone=backbone,
         modalities=modalities,
     ).to(device)
-    model.train_blocks = train_blocks
-    loss_fn = nn.BCEWithLogitsLoss() if dataset.task == "multilabel" else nn.CrossEntropyLoss()
-    best_epoch, history, checkpoint = _fit(
-        model, loaders, loss_fn, train, dataset.task, out_dir, resume, device
-    )
+    meta = {"stage": 2, "head": head, "modalities": modalities, "classes": list(dataset.classes),
+            "text_encoder": text.encoder, "bank": getattr(bank, "key", None)}  # fmt: skip
+    fitted = fit(
+        model, loaders["train"], loaders["val"], train, task=dataset.task, classes=list(dataset.classes),
+        forward=batch_forward, out_dir=out_dir, resume=resume, device=device, meta=meta,
+        on_epoch_end=on_epoch_end, desc=f"stage 2 {head if modalities == 'both' else modalities + '-only'}",
+    )  # fmt: skip
     metrics = {}
     for split in ("val", "test"):
         if len(dataset.records(split)):
             scores, y, _ = predict(model, loaders[split])
             metrics[split] = compute_metrics(y, scores, dataset.task, list(dataset.classes))
-    return Stage2Result(model, metrics, history, best_epoch, checkpoint, loaders)
-
-
-def _fit(
-    model: Stage2Model,
-    loaders: dict[str, Any],
-    loss_fn: nn.Module,
-    cfg: TrainConfig,
-    task: str,
-    out_dir: Optional[str | Path],
-    resume: bool,
-    device: torch.device,
-) -> tuple[int, list[dict[str, Any]], Optional[Path]]:
-    """Epoch loop: optimiser + schedule from ``cfg``, validation selection, atomic per-epoch checkpoints
-    (``out_dir/last.pt``, ``best.pt``) and exact resume (the loaders' draws depend on (seed, epoch); each
-    epoch's dropout runs under its own seed)."""
-    import time
-
-    from tqdm.auto import tqdm
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
-    steps_per_epoch = max(1, len(loaders["train"]))
-    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        if cfg.schedule == "cosine":
-            return 0.5 * (1 + np.cos(np.pi * t))
-        if cfg.schedule == "step":
-            return 0.1 ** int(t * 3)
-        return 1.0
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    out = Path(out_dir) if out_dir is not None else None
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, start = -np.inf, -1, 0
-    if out is not None and resume and (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history, best_score, best_epoch, start = (
-            state["history"],
-            state["best_score"],
-            state["best_epoch"],
-            state["epoch"] + 1,
-        )
-    best_state = None
-    if out is not None and (out / "best.pt").exists() and start > 0:
-        best_state = torch.load(out / "best.pt", map_location=device, weights_only=False)["model"]
-    has_val = loaders["val"].num_samples > 0
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        loaders["train"].set_epoch(epoch)
-        model.train()
-        if model.backbone is not None:
-            from mmkit.models import apply_layer_policy  # re-freeze: model.train() flipped every block
-
-            apply_layer_policy(model.backbone, getattr(model, "train_blocks", "none"))
-        losses = []
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-            for batch in tqdm(loaders["train"], desc=f"stage 2 epoch {epoch}", leave=False):
-                logits = model(batch)
-                target = batch["label"].to(device)
-                loss = loss_fn(logits, target.float() if task == "multilabel" else target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-        train_seconds = time.perf_counter() - t0
-        if has_val:
-            val_scores, val_y, _ = predict(model, loaders["val"])
-            score = selection_score(val_y, val_scores, task)
-        else:  # no validation split: the last epoch wins (never the test set)
-            score = float(epoch)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "val_score": score, "seconds": train_seconds}
-        history.append(row)
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if out is not None:
-                _atomic_save({"model": best_state, "epoch": epoch, "score": score}, out / "best.pt")
-        if out is not None:
-            _atomic_save(
-                {
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch, "history": history, "best_score": best_score, "best_epoch": best_epoch,
-                },
-                out / "last.pt",
-            )  # fmt: skip
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return best_epoch, history, (out / "best.pt") if out is not None else None
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    return Stage2Result(model, metrics, fitted.history, fitted.best_epoch, fitted.checkpoint, loaders)
 
 
 def stage2_loaders(
@@ -751,7 +634,6 @@ __all__ = [
     "headline_keys",
     "run_fusion_experiment",
     "Stage2Result",
-    "selection_score",
     "stage2_loaders",
     "train_stage2",
     "LiveLoader",
