@@ -125,3 +125,37 @@ def plot_text_lengths(ds, ax=None, bins: Optional[int] = None):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+# --- comparison (notebook 05) -------------------------------------------------------------------------
+
+
+def plot_comparison(summary, metric: str = "accuracy", ax=None):
+    """Horizontal bars of each method's mean with ± std error bars (``summary`` from
+    ``mmkit.reproduce.summarize``), coloured by group.
+
+    Example:
+        >>> fig = plot_comparison(summarize(df, "test_accuracy"))  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(summary)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 0.38 * n + 1.2))
+    groups = list(dict.fromkeys(summary["group"]))
+    colours = {g: plt.get_cmap("tab10")(i) for i, g in enumerate(groups)}
+    y = np.arange(n)[::-1]
+    ax.barh(
+        y,
+        100 * summary["mean"],
+        xerr=100 * summary["std"],
+        color=[colours[g] for g in summary["group"]],
+        capsize=3,
+    )
+    ax.set_yticks(y, summary["method"], fontsize=8)
+    ax.set_xlabel(f"test {metric} (%), mean ± std over seeds")
+    lo = max(0.0, 100 * float((summary["mean"] - summary["std"]).min()) - 5)
+    ax.set_xlim(lo, 100)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in groups]
+    ax.legend(handles, groups, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
