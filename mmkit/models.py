@@ -360,7 +360,7 @@ def _timm(arch: str, tag: Optional[str], image_size: Optional[int]) -> tuple[nn.
         raise _unknown("timm", arch, timm.list_models())
     full = arch
     if tag:
-        tags = timm.list_pretrained(f"{arch}.*") + timm.list_pretrained(arch)
+        tags = list(dict.fromkeys(timm.list_pretrained(f"{arch}.*")))
         full = f"{arch}.{tag}" if tag not in ("default", "true", "True") else arch
         if tags and full != arch and full not in tags:
             raise ValueError(
