@@ -45,6 +45,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-live", action="store_true", help="skip the kit's live (frozen) path")
+    p.add_argument(
+        "--stage1-epochs", type=int, default=2, help="fine-tune the backbone first (stage 1); 0: random init"
+    )
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "stage2.json"))
     args = p.parse_args()
 
@@ -66,7 +69,6 @@ def main() -> None:
         feature_stats,
         make_head,
         predict,
-        selection_score,
         train_stage2,
     )
     from mmkit.metrics import compute_metrics
@@ -88,10 +90,29 @@ def main() -> None:
     fusion = FusionConfig(head="concat-linear", bank_views=args.views)
     results: dict = {}
 
+    # --- stage 1 (shared): both stage-2 variants start from the same fine-tuned backbone, as in the paper
+    checkpoint = None
+    if args.stage1_epochs > 0:
+        from mmkit.config import ModelConfig
+        from mmkit.train import train_stage1
+
+        t0 = time.perf_counter()
+        s1 = train_stage1(
+            ds, ModelConfig(backbone=args.backbone, train_blocks="all"),
+            TrainConfig(epochs=args.stage1_epochs, lr=0.05, seed=args.seed, amp=False), aug,
+            out_dir=work / "stage1", device="cpu",
+        )  # fmt: skip
+        checkpoint = s1.checkpoint
+        results["stage1"] = {
+            "seconds": time.perf_counter() - t0,
+            "test_accuracy": s1.metrics["test"]["accuracy"],
+        }
+        print("stage1", results["stage1"], flush=True)
+
     # --- bank ------------------------------------------------------------------------------------------
     t0 = time.perf_counter()
     bank = build_feature_bank(
-        ds, args.backbone, preset="seed", views=args.views, image_size=args.image_size, seed=args.seed,
+        ds, args.backbone, checkpoint=checkpoint, preset="seed", views=args.views, image_size=args.image_size, seed=args.seed,
         batch_size=64, cache_dir=work / "bank", device="cpu",
     )  # fmt: skip
     build = time.perf_counter() - t0
@@ -110,7 +131,7 @@ def main() -> None:
 
     # --- the kit's live path, frozen backbone ------------------------------------------------------------
     if not args.skip_live:
-        module = load_backbone(args.backbone, None, None, args.seed, args.image_size)[0]
+        module = load_backbone(args.backbone, None, checkpoint, args.seed, args.image_size)[0]
         res_live = train_stage2(
             ds, text, backbone=module, head="concat-linear", fusion=fusion, train=train_cfg, augment=aug,
             train_blocks="none", device="cpu",
@@ -169,7 +190,7 @@ def main() -> None:
                 sched.step()
         epoch_s.append(time.perf_counter() - t0)
         scores, y, _ = predict(model, loaders["val"])
-        score = selection_score(y, scores, "multiclass")
+        score = compute_metrics(y, scores, "multiclass", ds.classes)["accuracy"]
         if score > best:
             best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
         print(f"seed epoch {epoch}: {epoch_s[-1]:.1f} s, val {score:.3f}", flush=True)
@@ -196,11 +217,11 @@ def main() -> None:
         / (results["bank"]["bank_build_s"] + args.epochs * results["bank"]["epoch_s"]),
         "test_accuracy_gap_points": 100
         * (results["bank"]["test_accuracy"] - results["seed"]["test_accuracy"]),
-        "target": ">= 100x faster per epoch at test accuracy within 1 point",
+        "target": ">= 100x faster per epoch, test accuracy no more than 1 point below the seed's way",
         "target_met": bool(
-            speedup >= 100
-            and abs(results["bank"]["test_accuracy"] - results["seed"]["test_accuracy"]) <= 0.01
+            speedup >= 100 and results["bank"]["test_accuracy"] >= results["seed"]["test_accuracy"] - 0.01
         ),
+        "note": "one run, one seed; a test split of this size moves by several points between seeds",
         "machine": {
             "platform": platform.platform(),
             "threads": args.threads,
