@@ -443,6 +443,12 @@ class OpenClipTextEncoder(EmbeddingEncoder):
         if key not in _MODEL_CACHE:
             import open_clip
 
+            try:  # the tiny configs mmkit.models registers ("mmkit-tiny-vit", ...): same names as image backbones
+                from mmkit.models import _register_open_clip_tiny
+
+                _register_open_clip_tiny()
+            except ImportError:
+                pass
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)  # random init (pretrained=None) is reproducible
