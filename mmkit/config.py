@@ -69,6 +69,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"  # cosine | step | constant
     warmup_epochs: float = 0.0
+    step_epochs: Optional[int] = None  # schedule "step": decay every this many epochs (None: epochs // 3)
+    step_gamma: float = 0.1  # schedule "step": the decay factor
+    select_metric: str = "auto"  # the val metric that picks the epoch; auto: accuracy (multiclass), mAP
     grad_accum: int = 1
     amp: bool = True  # used only where the device supports it
     channels_last: bool = True
@@ -101,6 +104,17 @@ class FusionConfig:
     projection: str = "pca"  # 2-D view of the fused features: pca | tsne
 
 
+@dataclass
+class ReproduceConfig:
+    """Notebook 05: how many seeds, and the ablations around the proposed method."""
+
+    n_seeds: int = 3
+    ablation_blocks: str = "first:1"  # the stage-1 layer policy compared with "all"
+    stage2_epochs: int = 20
+    stage2_lr: float = 0.01
+    view_ablation: bool = True  # fpus23: repeat the text rows without the view field
+
+
 def config_from_params(cls: type[T], params: dict[str, Any]) -> T:
     """Build ``cls`` from the entries of ``params`` that name its fields (others are ignored)."""
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
@@ -110,7 +124,15 @@ def config_from_params(cls: type[T], params: dict[str, Any]) -> T:
 def config_fields() -> dict[str, str]:
     """Every config field name mapped to the dataclass that owns it (for checking notebook parameters)."""
     out: dict[str, str] = {}
-    for cls in (DataConfig, AugmentConfig, ModelConfig, TrainConfig, TextConfig, FusionConfig):
+    for cls in (
+        DataConfig,
+        AugmentConfig,
+        ModelConfig,
+        TrainConfig,
+        TextConfig,
+        FusionConfig,
+        ReproduceConfig,
+    ):
         for f in fields(cls):
             out.setdefault(f.name, cls.__name__)
     return out
@@ -130,6 +152,7 @@ __all__ = [
     "DataConfig",
     "FusionConfig",
     "ModelConfig",
+    "ReproduceConfig",
     "TextConfig",
     "TrainConfig",
     "config_fields",
