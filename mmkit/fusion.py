@@ -567,7 +567,7 @@ def run_fusion_experiment(
         dataset, text.text_encoder, features=text.text_features, folds=text.text_folds, seed=train.seed
     )
     bank, module = None, None
-    source = backbone if backbone is not None else model.backbone
+    source = backbone if backbone is not None else _checkpoint_backbone(fusion.checkpoint, model.backbone)
     if fusion.feature_bank:
         bank = build_feature_bank(
             dataset, source, pretrained=model.pretrained, checkpoint=fusion.checkpoint, preset=augment.preset,
@@ -620,6 +620,24 @@ def run_fusion_experiment(
     loaders = {s: main.loaders[s] for s in ("val", "test") if len(dataset.records(s))}
     missing = missing_modality_report(main.model, loaders, dataset.task, list(dataset.classes))
     return FusionExperiment(dataset, table, encoder, bank, results, baselines, fusion.head, missing)
+
+
+def _checkpoint_backbone(checkpoint: Optional[str], backbone: str) -> str:
+    """The backbone a stage-1 checkpoint was trained with (its ``meta``), which wins over ``backbone``:
+    weights only fit the architecture they came from."""
+    if checkpoint is None:
+        return backbone
+    import warnings
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    named = (state.get("meta") or {}).get("backbone") if isinstance(state, dict) else None
+    if named and named != backbone:
+        warnings.warn(
+            f"{checkpoint} is a stage-1 checkpoint of {named}: using that backbone, not {backbone}",
+            stacklevel=3,
+        )
+        return named
+    return backbone
 
 
 def _default_bank_dir() -> str:

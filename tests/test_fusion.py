@@ -206,3 +206,38 @@ def test_live_path_trains_only_the_chosen_blocks(tmp_path):
     trainable = {key_of[t.data_ptr()] for b in backbone.blocks[-1:] for t in b.state_dict().values()}
     changed = {k for k, v in backbone.state_dict().items() if not torch.equal(v, before[k])}
     assert frozen and changed and changed <= trainable  # nothing frozen moved, BatchNorm statistics included
+
+
+def test_stage2_from_a_stage1_checkpoint(tmp_path):
+    from mmkit.train import train_stage1
+
+    root = make_synthetic_food101(
+        tmp_path / "food", n_classes=3, train_per_class=8, test_per_class=3, image_size=32
+    )
+    ds = read_upmc_food101(root)
+    aug = AugmentConfig(image_size=32, batch_size=8)
+    s1 = train_stage1(
+        ds,
+        ModelConfig(backbone="timm:test_resnet"),
+        TrainConfig(epochs=1, lr=0.05),
+        aug,
+        out_dir=tmp_path / "s1",
+    )
+    fusion = FusionConfig(
+        checkpoint=str(s1.checkpoint), bank_views=2, bank_dir=str(tmp_path / "bank"), compare_heads=False
+    )
+    stage2 = {
+        **STAGE2,
+        "augment": aug,
+        "train": TrainConfig(epochs=2, lr=1e-2),
+        "text": TextConfig(text_folds=3),
+    }
+    stage2["model"] = ModelConfig(
+        backbone="timm:resnet18"
+    )  # the checkpoint's own backbone wins, with a warning
+    with pytest.warns(UserWarning, match="stage-1 checkpoint of timm:test_resnet"):
+        exp = run_fusion_experiment(ds, fusion=fusion, **stage2)
+    assert exp.bank.key["backbone"] == "timm:test_resnet" and exp.bank.key["weights"].startswith(
+        "checkpoint:"
+    )
+    assert exp.results["concat-linear"].metrics["test"]["n"] == len(ds.records("test"))
