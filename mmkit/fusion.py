@@ -331,7 +331,7 @@ def fused_features(model: Stage2Model, loader: Any) -> tuple[np.ndarray, np.ndar
         z = torch.cat(
             [
                 f._prepare(image, f.image_mean, f.image_std, None),
-                f._prepare(batch["text_features"], f.text_mean, f.text_std, None),
+                f._prepare(batch["text_features"].to(image.device), f.text_mean, f.text_std, None),
             ],
             dim=1,
         )
@@ -400,6 +400,7 @@ def train_stage2(
         from mmkit.models import apply_layer_policy
 
         apply_layer_policy(backbone, train_blocks)
+        backbone.to(device)
         image_stats = _live_image_stats(backbone, dataset, augment, device)
         image_dim = int(backbone.num_features)
     text_train = torch.from_numpy(text.lookup("train", dataset.ids("train")))

@@ -627,10 +627,31 @@ class TextFeatures:
         return self.values[split][[index[k] for k in ids]]
 
     def save(self, path: str) -> None:
-        payload = {f"{s}__values": v for s, v in self.values.items()}
-        payload.update({f"{s}__ids": np.array(i, dtype=object) for s, i in self.ids.items()})
-        meta = {"encoder": self.encoder, "kind": self.kind, "oof": self.out_of_fold, "classes": self.classes}
-        np.savez(path, __meta=np.array(repr(meta), dtype=object), **payload)
+        """Write the table to ``path`` (.npz: values, ids and a JSON header); ``TextFeatures.load`` reads it."""
+        import json
+
+        payload = {f"values__{s}": v for s, v in self.values.items()}
+        payload.update({f"ids__{s}": np.array(i, dtype=np.str_) for s, i in self.ids.items()})
+        meta = {
+            "encoder": self.encoder,
+            "kind": self.kind,
+            "out_of_fold": self.out_of_fold,
+            "classes": self.classes,
+        }
+        np.savez(path, header=np.array(json.dumps(meta)), **payload)
+
+    @classmethod
+    def load(cls, path: str) -> TextFeatures:
+        import json
+
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["header"]))
+            table = cls(meta["encoder"], meta["kind"], meta["out_of_fold"], classes=meta["classes"])
+            for key in z.files:
+                if key.startswith("values__"):
+                    split = key[len("values__") :]
+                    table.add(split, [str(i) for i in z[f"ids__{split}"]], z[key])
+        return table
 
 
 def compute_text_features(

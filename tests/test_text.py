@@ -12,6 +12,7 @@ import pytest
 from mmkit.data import Dataset, Record
 from mmkit.text import (
     TextEncoder,
+    TextFeatures,
     compute_text_features,
     encode_labels,
     fold_indices,
@@ -176,7 +177,10 @@ def test_feature_table_joins_by_id_after_shuffling(tmp_path):
     kept = ds.records("train")[1:]
     assert np.array_equal(feats.lookup("train", [r.id for r in kept]), feats.values["train"][1:])
     feats.save(str(tmp_path / "feats.npz"))
-    assert (tmp_path / "feats.npz").exists()
+    back = TextFeatures.load(str(tmp_path / "feats.npz"))
+    assert back.kind == "logits" and back.out_of_fold and back.classes == ["c0", "c1", "c2"]
+    ids = [r.id for r in ds.records("val")][::-1]
+    assert np.array_equal(back.lookup("val", ids), feats.lookup("val", ids))
 
 
 def test_minilm_offline_package():
