@@ -215,7 +215,10 @@ class TfidfEncoder(TextEncoder):
                 (
                     "word",
                     TfidfVectorizer(
-                        ngram_range=self.word_ngrams, sublinear_tf=True, max_features=self.max_features
+                        ngram_range=self.word_ngrams,
+                        sublinear_tf=True,
+                        max_features=self.max_features,
+                        token_pattern=r"(?u)\b\w+\b",  # keep 1-letter words: FPUS23's probe "h" / "v"
                     ),
                 ),
                 (
