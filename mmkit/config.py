@@ -74,6 +74,8 @@ class TrainConfig:
     select_metric: str = "auto"  # the val metric that picks the epoch; auto: accuracy (multiclass), mAP
     grad_accum: int = 1
     amp: bool = True  # used only where the device supports it
+    resume: bool = False  # continue from out_dir/last.pt (exactly: same weights as a run straight through)
+    device: Optional[str] = None  # None: this rank's GPU when there is one, else the CPU
     channels_last: bool = True
     seed: int = 0
     out_dir: str = "runs/stage1"

@@ -234,7 +234,7 @@ def fit(
     forward: Optional[Forward] = None,
     loss_fn: Optional[nn.Module] = None,
     out_dir: Union[None, str, Path] = None,
-    resume: bool = False,
+    resume: Optional[bool] = None,
     device: Union[None, str, torch.device] = None,
     meta: Optional[dict[str, Any]] = None,
     on_epoch_end: Optional[Callable[[dict[str, Any]], None]] = None,
@@ -244,14 +244,16 @@ def fit(
     docstring). ``meta`` (plain data: names, classes, configs) is stored in the checkpoints.
 
     Without ``val_loader`` (or an empty one) the last epoch is kept: selection never falls back to test.
+    ``resume`` / ``device`` default to ``cfg.resume`` / ``cfg.device``.
     """
     cfg = cfg or TrainConfig()
+    resume = cfg.resume if resume is None else resume
     if task not in ("multiclass", "multilabel"):
         raise ValueError(f"task must be 'multiclass' or 'multilabel', got {task!r}")
     if cfg.grad_accum < 1:
         raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
     rank, world = _rank_world()
-    device = default_device(device)
+    device = default_device(device if device is not None else cfg.device)
     forward = forward or image_forward("imagenet", cfg.channels_last)
     loss_fn = loss_fn or (nn.BCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss())
     inner = model.to(device)
@@ -284,7 +286,7 @@ def fit(
         changed = {
             k: (state["cfg"].get(k), v)
             for k, v in cfg_dict.items()
-            if state["cfg"].get(k) != v and k != "out_dir"
+            if state["cfg"].get(k) != v and k not in ("out_dir", "resume", "device")
         }
         if changed:
             warnings.warn(
@@ -450,7 +452,7 @@ def train_stage1(
     augment: Optional[AugmentConfig] = None,
     *,
     out_dir: Union[None, str, Path] = None,
-    resume: bool = False,
+    resume: Optional[bool] = None,
     device: Union[None, str, torch.device] = None,
     on_epoch_end: Optional[Callable[[dict[str, Any]], None]] = None,
 ) -> Stage1Result:
@@ -546,16 +548,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             if f.name not in seen:
                 seen.add(f.name)
                 parser.add_argument(f"--{f.name}", type=parse_value, default=None)
-    parser.add_argument("--resume", action="store_true")
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    resume = args.pop("resume", False)
     from mmkit.config import config_from_params
 
     data_cfg, model_cfg = config_from_params(DataConfig, args), config_from_params(ModelConfig, args)
     train_cfg, augment_cfg = config_from_params(TrainConfig, args), config_from_params(AugmentConfig, args)
     rank, _ = init_distributed()
     dataset = load_dataset(data_cfg)
-    result = train_stage1(dataset, model_cfg, train_cfg, augment_cfg, resume=resume)
+    result = train_stage1(dataset, model_cfg, train_cfg, augment_cfg)
     if rank == 0:
         write_metrics(
             train_cfg.out_dir,
