@@ -21,7 +21,10 @@ from mmkit.config import (
 from mmkit.data import DataError, Dataset, Record
 from mmkit.features import BankLoader, FeatureBank, build_feature_bank
 from mmkit.fusion import HEADS, make_head, run_fusion_experiment, train_stage2
+from mmkit.metrics import compute_metrics
+from mmkit.models import Backbone, ImageClassifier, apply_layer_policy, create_backbone
 from mmkit.text import TextFeatures, compute_text_features, make_text_encoder, out_of_fold_logits
+from mmkit.train import FitResult, fit, load_stage1, train_stage1
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,15 @@ __all__ = [
     "out_of_fold_logits",
     "run_fusion_experiment",
     "train_stage2",
+    "Backbone",
+    "FitResult",
+    "ImageClassifier",
+    "apply_layer_policy",
+    "compute_metrics",
+    "create_backbone",
+    "fit",
+    "load_stage1",
+    "train_stage1",
     "AugmentConfig",
     "DataConfig",
     "DataError",
