@@ -27,6 +27,8 @@ def test_notebook04_smoke(tmp_path):
     assert set(metrics["missing"]["test"]) == {"both", "no_text", "no_image"}
     assert metrics["missing"]["test"]["both"]["accuracy"] == metrics["test_accuracy"]
     assert metrics["feature_bank"] and metrics["bank_reused"] is False and metrics["text_out_of_fold"]
+    leak = metrics["text_leakage"]  # in-sample text logits flatter the training rows; out-of-fold ones don't
+    assert leak["train, in-sample"] > leak["train, out-of-fold"] + 0.1
     key = metrics["bank_key"]
     assert key["backbone"] == "timm:test_resnet" and key["views"] == 2 and key["image_size"] == 32
     assert Path(metrics["checkpoint"]).is_file()
