@@ -15,6 +15,12 @@ substitution: the statistics are estimated on the training rows); with ``missing
 features are set to 0 before standardising. The same substitution is used in training (modality dropout)
 and evaluation, so a head trained with dropout has seen what it is asked to handle.
 
+Training: ``train_stage2`` builds ``Stage2Model`` (the head, plus the backbone on the live path) and trains
+it with ``mmkit.train.fit``, the stage-1 loop (selection on val, checkpoints, exact resume), on batches from
+``mmkit.features.BankLoader`` (M of the K cached views per sample) or ``LiveLoader`` (``make_loader`` images,
+backbone run every step). ``run_fusion_experiment`` is notebook 04: out-of-fold text features, the bank,
+every head, image-only and text-only baselines trained the same way, and the missing-modality report.
+
 Example:
     >>> head = make_head("gated", image_dim=8, text_dim=3, num_classes=3)
     >>> model = FusionModel(head, image_stats=(torch.zeros(8), torch.ones(8)), text_stats=(torch.zeros(3), torch.ones(3)))
@@ -394,7 +400,7 @@ def train_stage2(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaders = stage2_loaders(dataset, text, bank, augment, fusion, train.seed)
     if bank is not None:
-        image_stats = feature_stats(torch.from_numpy(np.asarray(bank.features["train"], dtype=np.float32)))
+        image_stats = _bank_stats(bank.features["train"])
         image_dim = bank.dim
     else:
         from mmkit.models import apply_layer_policy
@@ -468,6 +474,18 @@ def stage2_loaders(
         )  # fmt: skip
         for split in ("train", "val", "test")
     }
+
+
+def _bank_stats(views: np.ndarray, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over samples and views of the [N, K, D] float16 bank, in chunks (a large bank stays
+    on disk: only ``chunk`` samples are converted to float at a time)."""
+    total, total_sq, n = 0.0, 0.0, 0
+    for start in range(0, len(views), chunk):
+        x = np.asarray(views[start : start + chunk], dtype=np.float64).reshape(-1, views.shape[-1])
+        total, total_sq, n = total + x.sum(0), total_sq + (x * x).sum(0), n + len(x)
+    mean = total / max(n, 1)
+    var = np.maximum(total_sq / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)
+    return torch.from_numpy(mean).float(), torch.from_numpy(np.sqrt(var)).float().clamp(min=1e-6)
 
 
 @torch.no_grad()
