@@ -76,6 +76,7 @@ class TrainConfig:
     amp: bool = True  # used only where the device supports it
     resume: bool = False  # continue from out_dir/last.pt (exactly: same weights as a run straight through)
     device: Optional[str] = None  # None: this rank's GPU when there is one, else the CPU
+    deterministic: bool = False  # GPU: deterministic kernels (bitwise-repeatable runs, slower); CPU always is
     channels_last: bool = True
     seed: int = 0
     out_dir: str = "runs/stage1"

@@ -353,7 +353,9 @@ def _no_weights(library: str, name: str, tag: str, err: Exception) -> RuntimeErr
     )
 
 
-def _timm(arch: str, tag: Optional[str], image_size: Optional[int]) -> tuple[nn.Module, int, Any, str]:
+def _timm(
+    arch: str, tag: Optional[str], image_size: Optional[int]
+) -> tuple[nn.Module, int, Any, tuple[str, ...]]:
     import timm
 
     if not timm.is_model(arch):
@@ -366,11 +368,11 @@ def _timm(arch: str, tag: Optional[str], image_size: Optional[int]) -> tuple[nn.
             raise ValueError(
                 f"timm has no weights {tag!r} for {arch!r}; tags: {[t.split('.', 1)[-1] for t in tags]}"
             )
-    extra = (
-        [{"img_size": image_size, "dynamic_img_size": True}, {"img_size": image_size}] if image_size else []
-    )
-    attempts = extra + [{}]
-    for i, kw in enumerate(attempts):  # ViT-like models take an image size; convnets reject the keyword
+    # ViT-like models take an image size, and with dynamic_img_size any other size too (the position
+    # embedding is interpolated); convnets take any size already and reject these keywords
+    sized = {"img_size": image_size} if image_size else {}
+    attempts = [{**sized, "dynamic_img_size": True}, sized, {}]
+    for i, kw in enumerate(attempts):
         try:
             model = timm.create_model(full, pretrained=bool(tag), num_classes=0, **kw)
             break
@@ -383,7 +385,9 @@ def _timm(arch: str, tag: Optional[str], image_size: Optional[int]) -> tuple[nn.
             raise _no_weights("timm", arch, tag, err) from err
     cfg = model.pretrained_cfg or {}
     norm = (cfg.get("mean", IMAGENET_NORM[0]), cfg.get("std", IMAGENET_NORM[1]))
-    return model, int(model.num_features), norm, cfg.get("classifier", "head")
+    classifier = cfg.get("classifier", "head")  # a checkpoint's classifier: not part of the backbone
+    heads = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
+    return model, int(model.num_features), norm, tuple(f"{h}." for h in heads)
 
 
 def _register_open_clip_tiny() -> None:
@@ -406,7 +410,9 @@ def _register_open_clip_tiny() -> None:
     open_clip.add_model_config(folder)
 
 
-def _open_clip(arch: str, tag: Optional[str], image_size: Optional[int]) -> tuple[nn.Module, int, Any, str]:
+def _open_clip(
+    arch: str, tag: Optional[str], image_size: Optional[int]
+) -> tuple[nn.Module, int, Any, tuple[str, ...]]:
     import open_clip
 
     _register_open_clip_tiny()
@@ -430,27 +436,31 @@ def _open_clip(arch: str, tag: Optional[str], image_size: Optional[int]) -> tupl
     pre = getattr(visual, "preprocess_cfg", None) or {}
     mean = pre.get("mean") or getattr(visual, "image_mean", None) or CLIP_NORM[0]
     std = pre.get("std") or getattr(visual, "image_std", None) or CLIP_NORM[1]
-    return visual, int(visual.output_dim), (mean, std), "visual_head_none"
+    return visual, int(visual.output_dim), (mean, std), ()
 
 
-def _strip_torchvision_head(model: nn.Module, arch: str) -> int:
+def _strip_torchvision_head(model: nn.Module, arch: str) -> tuple[int, str]:
+    """Replace the final Linear classifier by Identity; (its input width, its key prefix)."""
     for attr in ("fc", "heads", "classifier", "head"):
         head = getattr(model, attr, None)
         if isinstance(head, nn.Linear):
             setattr(model, attr, nn.Identity())
-            return head.in_features
+            return head.in_features, f"{attr}."
         if isinstance(head, nn.Sequential):
             linear = [i for i, m in enumerate(head) if isinstance(m, nn.Linear)]
             if linear:
                 width = head[linear[-1]].in_features
                 head[linear[-1]] = nn.Identity()
-                return width
+                name = list(head._modules)[linear[-1]]  # "1", or "head" in a ViT's named Sequential
+                return width, f"{attr}.{name}."
     raise ValueError(
         f"torchvision:{arch}: no linear classifier found to remove; use a timm: name for this model"
     )
 
 
-def _torchvision(arch: str, tag: Optional[str], image_size: Optional[int]) -> tuple[nn.Module, int, Any, str]:
+def _torchvision(
+    arch: str, tag: Optional[str], image_size: Optional[int]
+) -> tuple[nn.Module, int, Any, tuple[str, ...]]:
     import torchvision
 
     available = torchvision.models.list_models(module=torchvision.models)
@@ -470,12 +480,12 @@ def _torchvision(arch: str, tag: Optional[str], image_size: Optional[int]) -> tu
         if not tag:
             raise
         raise _no_weights("torchvision", arch, tag, err) from err
-    width = _strip_torchvision_head(model, arch)
+    width, classifier = _strip_torchvision_head(model, arch)
     norm = IMAGENET_NORM
     if weights is not None:
         t = weights.transforms()
         norm = (tuple(t.mean), tuple(t.std))
-    return model, width, norm, "fc"
+    return model, width, norm, (classifier,)
 
 
 def create_backbone(
@@ -504,10 +514,10 @@ def create_backbone(
             raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (for backbone {name!r})")
     tag = None if pretrained is None or path is not None else str(pretrained)
     build = {"timm": _timm, "open_clip": _open_clip, "torchvision": _torchvision}[library]
-    model, width, norm, classifier = build(arch, tag, image_size)
+    model, width, norm, classifier_keys = build(arch, tag, image_size)
     backbone = Backbone(model, width, norm, name=name, pretrained=pretrained, image_size=image_size)
     if path is not None:
-        load_weights(backbone, path, ignore_prefixes=(classifier + ".",))
+        load_weights(backbone, path, ignore_prefixes=classifier_keys)
     return backbone
 
 

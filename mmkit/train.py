@@ -20,7 +20,7 @@ that yields batch dicts and has ``set_epoch(epoch)`` and ``len()``:
 - Determinism: the loaders' draws depend on (seed, epoch) only, and torch's global RNG (dropout, drop-path)
   is re-seeded at the start of every epoch from (seed, epoch, rank). The epoch number in ``last.pt`` is
   therefore the whole random state, and a run killed and resumed ends with the same weights and metrics as
-  one run straight through. Same seed, same result.
+  one run straight through. Same seed, same result (on a GPU bitwise with ``cfg.deterministic``).
 - DDP: under ``torchrun`` (``init_distributed()`` first; gloo on CPU, NCCL on GPU) the model is wrapped in
   DistributedDataParallel; the loaders must be rank-aware (``make_loader(..., distributed=True)``).
   Evaluation scores each rank's shard and gathers them; buffers (BatchNorm statistics) are broadcast from
@@ -144,6 +144,15 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+def set_deterministic() -> None:
+    """Deterministic kernels for this process (cuDNN, cuBLAS, scatter ops): a GPU run repeats bitwise,
+    at some cost in speed. CPU kernels here are deterministic already."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS makes its handle
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def _amp(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype]:
     if not cfg.amp or device.type != "cuda":
         return False, torch.float32  # CPU autocast is slower than fp32 for these models: off
@@ -254,6 +263,8 @@ def fit(
         raise ValueError(f"grad_accum must be >= 1, got {cfg.grad_accum}")
     rank, world = _rank_world()
     device = default_device(device if device is not None else cfg.device)
+    if cfg.deterministic:
+        set_deterministic()
     forward = forward or image_forward("imagenet", cfg.channels_last)
     loss_fn = loss_fn or (nn.BCEWithLogitsLoss() if task == "multilabel" else nn.CrossEntropyLoss())
     inner = model.to(device)
@@ -588,6 +599,7 @@ __all__ = [
     "lr_lambda",
     "make_optimizer",
     "predict",
+    "set_deterministic",
     "stage1_loaders",
     "train_stage1",
 ]

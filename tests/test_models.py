@@ -52,11 +52,26 @@ def test_same_seed_same_init_and_known_block_names():
     assert vit.blocks[-1].name.endswith("+norm")  # the final norm trains with the last block
 
 
-def test_a_real_torchvision_name_works():
+def test_a_real_torchvision_name_works(tmp_path):
+    import torchvision
+
     bb = _make("torchvision:resnet18")
     assert bb.num_features == 512 and bb.norm[0][0] == pytest.approx(0.485)
     assert [b.name for b in bb.blocks] == ["conv1+bn1", "layer1", "layer2", "layer3", "layer4"]
-    assert bb.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 512)
+    x = torch.randn(1, 3, 32, 32)
+    assert bb.eval()(x).shape == (1, 512)
+    # torchvision's own file, classifier included: the classifier is not part of the backbone
+    torch.manual_seed(5)
+    full = torchvision.models.resnet18().eval()
+    torch.save(full.state_dict(), tmp_path / "resnet18.pth")
+    loaded = create_backbone("torchvision:resnet18", pretrained=str(tmp_path / "resnet18.pth")).eval()
+    full.fc = nn.Identity()
+    assert torch.allclose(loaded(x), full(x))
+
+
+def test_timm_vits_take_any_image_size():
+    vit = _make("timm:test_vit").eval()  # no image_size given: the position embedding is interpolated
+    assert vit(torch.randn(1, 3, 32, 32)).shape == vit(torch.randn(1, 3, 48, 48)).shape == (1, 64)
 
 
 def test_parse_train_blocks():
