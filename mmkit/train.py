@@ -228,10 +228,6 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, epoch, rank, 0xF17]).generate_state(1)[0])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def fit(
     model: nn.Module,
     train_loader: Any,
