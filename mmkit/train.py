@@ -272,7 +272,10 @@ def fit(
     net: nn.Module = inner
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            inner, device_ids=[device.index] if device.type == "cuda" else None
+            inner,
+            device_ids=[device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None,
         )
     opt = make_optimizer(params, cfg)
     n_batches = len(train_loader)
