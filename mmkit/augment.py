@@ -1,0 +1,624 @@
+"""Augmentation presets and the batch-augmentation loader: decode each image once, draw M augmented views.
+
+A *preset* is three albumentations pipelines built for one image size: ``pre`` (deterministic, run once per
+decoded image, e.g. the seed's Resize 244), ``train`` (random, run once per view) and ``eval``. Splitting the
+deterministic part out is what makes M views cheap: the image is decoded and resized once, then only the
+random part runs M times.
+
+``make_loader`` wraps a torch DataLoader whose sampler yields whole batches, so one worker produces one
+batch: it decodes each image once, draws ``copies`` views with independent random parameters and returns
+uint8 tensors. Every view's random state comes from ``SeedSequence([seed, epoch, sample index, copy])``, so
+a batch depends only on (seed, epoch, rank split), never on ``num_workers`` or on which worker made it.
+Normalisation (``normalize``) happens once per batch, after batching, on whatever device the model is on.
+
+Example:
+    >>> loader = make_loader(ds, "train", batch_size=8, copies=4, preset="seed", seed=0)  # doctest: +SKIP
+    >>> batch = next(iter(loader))  # doctest: +SKIP
+    >>> batch["image"].shape, batch["image"].dtype  # doctest: +SKIP
+    (torch.Size([32, 3, 224, 224]), torch.uint8)
+    >>> x = normalize(batch["image"], "imagenet")  # float32, [32, 3, 224, 224]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from mmkit.data.records import DataError, Dataset
+
+# ----------------------------------------------------------------------------------------------------------
+# Normalisation statistics (applied once per batch by `normalize`)
+
+NORMS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # timm's "inception" statistics; many ViTs use them
+}
+NormSpec = Union[str, tuple[Sequence[float], Sequence[float]]]
+
+
+def resolve_norm(norm: NormSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` for a name in ``NORMS`` or a ``(mean, std)`` pair (e.g. ``backbone.norm``)."""
+    if isinstance(norm, str):
+        if norm not in NORMS:
+            raise ValueError(
+                f"unknown normalisation {norm!r}; use one of {sorted(NORMS)} or a (mean, std) pair"
+            )
+        return NORMS[norm]
+    mean, std = norm
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) not in (1, 3) or len(std) != len(mean):
+        raise ValueError(f"normalisation needs 1 or 3 means and as many stds, got mean={mean} std={std}")
+    return mean, std
+
+
+def normalize(
+    images: torch.Tensor,
+    norm: NormSpec = "imagenet",
+    device: Optional[Union[str, torch.device]] = None,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Move a uint8 batch ``[N, 3, H, W]`` to ``device`` and return ``(x / 255 - mean) / std`` as ``dtype``.
+
+    The copy to the device happens while the tensor is still uint8 (4x less traffic than float32); with
+    ``channels_last`` the result is in channels-last memory format (faster convolutions on GPU).
+
+    Example:
+        >>> x = normalize(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), "half")
+        >>> x.dtype, float(x.max())
+        (torch.float32, 1.0)
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(
+            f"normalize expects the loader's uint8 images, got {images.dtype}; "
+            "normalise each batch once, straight from make_loader's output"
+        )
+    mean, std = resolve_norm(norm)
+    x = images if device is None else images.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    m = torch.tensor(mean, dtype=dtype, device=x.device).view(-1, 1, 1) * 255.0
+    inv = 1.0 / (torch.tensor(std, dtype=dtype, device=x.device).view(-1, 1, 1) * 255.0)
+    return x.to(dtype).sub_(m).mul_(inv)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Presets
+
+_AREA = (
+    "image"  # Resize/SmallestMaxSize: INTER_AREA when shrinking (anti-aliased), INTER_LINEAR when enlarging
+)
+
+
+@dataclass
+class Preset:
+    """One named augmentation for one image size.
+
+    ``pre`` runs once per decoded image (deterministic), ``train`` once per view (random), ``eval`` once per
+    image for evaluation. ``train_decode`` / ``eval_decode``: the smallest square the JPEG decoder must
+    deliver, so it may decode at 1/2, 1/4 or 1/8 scale when the file is much larger than needed.
+    """
+
+    name: str
+    image_size: int
+    pre: A.Compose
+    train: A.Compose
+    eval: A.Compose
+    train_decode: int
+    eval_decode: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _compose(transforms: list) -> A.Compose:
+    return A.Compose(transforms, seed=0)  # the loader replaces the random state before every view
+
+
+def seed_preset(
+    image_size: int = 224, rotate: float = 15.0, hflip: float = 0.5, vflip: float = 0.5
+) -> Preset:
+    """The published pipeline, scaled by ``image_size / 224``.
+
+    torchvision's Resize((244, 244)), RandomRotation(15) (nearest, black fill, no expand), RandomCrop(224),
+    RandomHorizontalFlip, RandomVerticalFlip; evaluation: Resize((224, 224)).
+    """
+    resize = round(244 * image_size / 224)
+    pre = _compose([A.Resize(resize, resize, area_for_downscale=_AREA)])
+    train = _compose(
+        [
+            A.Rotate(
+                limit=(-rotate, rotate),
+                interpolation=cv2.INTER_NEAREST,  # torchvision RandomRotation's default
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                p=1.0,  # RandomRotation always rotates, by a uniform angle in [-15, 15]
+            ),
+            A.RandomCrop(image_size, image_size),
+            A.HorizontalFlip(p=hflip),
+            A.VerticalFlip(p=vflip),
+        ]
+    )
+    evaluation = _compose([A.Resize(image_size, image_size, area_for_downscale=_AREA)])
+    params = dict(rotate=rotate, hflip=hflip, vflip=vflip)
+    return Preset("seed", image_size, pre, train, evaluation, resize, image_size, params)
+
+
+def _center_eval(image_size: int) -> A.Compose:
+    return _compose(
+        [
+            A.SmallestMaxSize(max_size=image_size, area_for_downscale=_AREA),
+            A.CenterCrop(image_size, image_size),
+        ]
+    )
+
+
+def _crop_source(image_size: int, scale_min: float) -> int:
+    # Short side such that the smallest random-resized crop is still >= image_size (no upsampling blur),
+    # capped at 2x so a large photo is not kept at full resolution for nothing.
+    return min(math.ceil(image_size / math.sqrt(max(scale_min, 0.01))), 2 * image_size)
+
+
+def light_preset(
+    image_size: int = 224, scale_min: float = 0.6, hflip: float = 0.5, brightness: float = 0.1
+) -> Preset:
+    """Mild: random resized crop (>= 60% of the area), horizontal flip, small brightness/contrast change."""
+    src = _crop_source(image_size, scale_min)
+    pre = _compose([A.SmallestMaxSize(max_size=src, area_for_downscale=_AREA)])
+    train = _compose(
+        [
+            A.RandomResizedCrop(size=(image_size, image_size), scale=(scale_min, 1.0)),
+            A.HorizontalFlip(p=hflip),
+            A.RandomBrightnessContrast(
+                brightness_limit=brightness, contrast_limit=brightness, p=0.5 if brightness > 0 else 0.0
+            ),
+        ]
+    )
+    params = dict(scale_min=scale_min, hflip=hflip, brightness=brightness)
+    return Preset("light", image_size, pre, train, _center_eval(image_size), src, image_size, params)
+
+
+def food_preset(
+    image_size: int = 224,
+    scale_min: float = 0.35,
+    hflip: float = 0.5,
+    jitter: float = 0.3,
+    blur: float = 0.2,
+    rotate: float = 10.0,
+) -> Preset:
+    """Photos of dishes: random resized crop, flip, small rotation, colour jitter, occasional blur."""
+    src = _crop_source(image_size, scale_min)
+    pre = _compose([A.SmallestMaxSize(max_size=src, area_for_downscale=_AREA)])
+    train = _compose(
+        [
+            A.RandomResizedCrop(size=(image_size, image_size), scale=(scale_min, 1.0)),
+            A.HorizontalFlip(p=hflip),
+            A.Rotate(
+                limit=(-rotate, rotate), border_mode=cv2.BORDER_REFLECT_101, p=0.5 if rotate > 0 else 0.0
+            ),
+            A.ColorJitter(
+                brightness=jitter,
+                contrast=jitter,
+                saturation=jitter,
+                hue=min(jitter / 6, 0.5),  # hue shifts turn tomato sauce green quickly: keep them small
+                p=0.8 if jitter > 0 else 0.0,
+            ),
+            A.GaussianBlur(sigma_limit=(0.1, 1.5), p=blur),
+        ]
+    )
+    params = dict(scale_min=scale_min, hflip=hflip, jitter=jitter, blur=blur, rotate=rotate)
+    return Preset("food", image_size, pre, train, _center_eval(image_size), src, image_size, params)
+
+
+def ultrasound_preset(
+    image_size: int = 224,
+    rotate: float = 10.0,
+    scale: float = 0.1,
+    translate: float = 0.05,
+    gamma: float = 0.25,
+    contrast: float = 0.2,
+    speckle: float = 0.15,
+    hflip: float = 0.5,
+) -> Preset:
+    """Ultrasound frames: no colour jitter (grey images); gamma, contrast, speckle-like multiplicative
+    noise and a small affine. The frame is squashed to a square (as the seed does) so nothing at the
+    sides, such as the fetal head, is cropped away."""
+    pre = _compose([A.Resize(image_size, image_size, area_for_downscale=_AREA)])
+    train = _compose(
+        [
+            A.Affine(
+                scale=(1 - scale, 1 + scale),
+                translate_percent=(-translate, translate),
+                rotate=(-rotate, rotate),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,  # outside the ultrasound cone is black anyway
+                p=0.8,
+            ),
+            A.HorizontalFlip(p=hflip),
+            A.RandomGamma(gamma_limit=(100 * (1 - gamma), 100 * (1 + gamma)), p=0.5 if gamma > 0 else 0.0),
+            A.RandomBrightnessContrast(
+                brightness_limit=contrast / 2, contrast_limit=contrast, p=0.5 if contrast > 0 else 0.0
+            ),
+            # Speckle is multiplicative: every pixel scaled by its own factor, the same in all 3 channels.
+            A.MultiplicativeNoise(
+                multiplier=(1 - speckle, 1 + speckle),
+                elementwise=True,
+                per_channel=False,
+                p=0.5 if speckle > 0 else 0.0,
+            ),
+        ]
+    )
+    evaluation = _compose([A.Resize(image_size, image_size, area_for_downscale=_AREA)])
+    params = dict(
+        rotate=rotate,
+        scale=scale,
+        translate=translate,
+        gamma=gamma,
+        contrast=contrast,
+        speckle=speckle,
+        hflip=hflip,
+    )
+    return Preset("ultrasound", image_size, pre, train, evaluation, image_size, image_size, params)
+
+
+PRESETS: dict[str, Callable[..., Preset]] = {
+    "seed": seed_preset,
+    "light": light_preset,
+    "food": food_preset,
+    "ultrasound": ultrasound_preset,
+}
+
+
+def preset_params(name: str) -> dict[str, float]:
+    """The tunable strengths of a preset and their defaults (what the explorer's sliders move).
+
+    Example:
+        >>> preset_params("seed")
+        {'rotate': 15.0, 'hflip': 0.5, 'vflip': 0.5}
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    sig = inspect.signature(PRESETS[name])
+    return {k: p.default for k, p in sig.parameters.items() if k != "image_size"}
+
+
+def build_preset(name: Union[str, Preset], image_size: int = 224, **params: float) -> Preset:
+    """Build a preset by name for ``image_size``; ``params`` override its strengths (see ``preset_params``).
+
+    Example:
+        >>> p = build_preset("seed", image_size=112)
+        >>> p.pre.transforms[0].height, p.train.transforms[1].height
+        (122, 112)
+    """
+    if isinstance(name, Preset):
+        return name
+    unknown = set(params) - set(preset_params(name))
+    if unknown:
+        raise ValueError(
+            f"preset {name!r} has no parameter(s) {sorted(unknown)}; it has {preset_params(name)}"
+        )
+    return PRESETS[name](image_size=image_size, **params)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding and drawing views
+
+
+def decode_image(path: Union[str, Path], min_size: Optional[int] = None) -> np.ndarray:
+    """Read an image as an RGB uint8 array ``[H, W, 3]`` (grayscale, palette, RGBA and 16-bit handled).
+
+    With ``min_size``, a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
+    DCT scaling via ``draft``), keeping both sides >= ``min_size``: several times faster than a full decode.
+    EXIF orientation is applied.
+    """
+    with Image.open(path) as im:
+        if min_size:
+            im.draft("RGB", (min_size, min_size))
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            # 16-bit / float images (some ultrasound exports): stretch to 8 bits instead of clipping at 255.
+            arr = np.asarray(im, dtype=np.float32)
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = ((arr - lo) * (255.0 / max(hi - lo, 1e-6))).astype(np.uint8)
+            return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        return np.asarray(im)
+
+
+def view_rng(seed: int, epoch: int, index: int, copy: int) -> tuple[np.random.Generator, random.Random]:
+    """The random state of one view: a function of (seed, epoch, sample index, copy) only."""
+    ss = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index), int(copy)])
+    state = ss.generate_state(2, dtype=np.uint64)
+    return np.random.default_rng(ss), random.Random(int(state[0]) ^ (int(state[1]) << 64))
+
+
+def draw_views(
+    image: np.ndarray, preset: Preset, copies: int, seed: int, epoch: int, index: int, train: bool = True
+) -> list[np.ndarray]:
+    """The ``copies`` views of one decoded image, exactly as the loader makes them."""
+    if not train:
+        return [preset.eval(image=image)["image"]]
+    base = preset.pre(image=image)["image"]
+    views = []
+    for c in range(copies):
+        preset.train.set_random_state(*view_rng(seed, epoch, index, c))
+        views.append(preset.train(image=base)["image"])
+    return views
+
+
+def preview(
+    dataset: Dataset,
+    split: str = "train",
+    indices: Optional[Sequence[int]] = None,
+    preset: Union[str, Preset] = "seed",
+    copies: int = 4,
+    image_size: int = 224,
+    seed: int = 0,
+    epoch: int = 0,
+    train: bool = True,
+    **params: float,
+) -> np.ndarray:
+    """Views of some samples as a uint8 array ``[N, copies, H, W, 3]``, identical to the loader's.
+
+    Example:
+        >>> views = preview(ds, "train", indices=[0, 1], preset="food", copies=3)  # doctest: +SKIP
+        >>> views.shape  # doctest: +SKIP
+        (2, 3, 224, 224, 3)
+    """
+    p = build_preset(preset, image_size, **params)
+    recs = dataset.records(split)
+    indices = list(range(min(4, len(recs)))) if indices is None else list(indices)
+    out = []
+    for i in indices:
+        img = _decode_record(recs[i], i, split, p.train_decode if train else p.eval_decode)
+        out.append(np.stack(draw_views(img, p, copies if train else 1, seed, epoch, i, train)))
+    return np.stack(out)
+
+
+def _decode_record(rec: Any, index: int, split: str, min_size: int) -> np.ndarray:
+    try:
+        return decode_image(rec.image_path, min_size)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise DataError(
+            rec.image_path,
+            f"{split} record {index} (id {rec.id!r})",
+            f"cannot decode the image ({type(err).__name__}: {err})",
+            "Replace or remove the file, or re-read the dataset with on_error='skip' to list such files",
+        ) from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loader
+
+
+class _BatchPlan(torch.utils.data.Sampler):
+    """Yields ``(epoch, indices)`` per batch for this rank: a DistributedSampler split at batch granularity.
+
+    The order is ``permutation(n)`` from ``(seed, epoch)``; rank r takes every world-th sample of it, so all
+    copies of a sample are made on one rank. With ``even`` (training) the order is first cut to a multiple
+    of the world size, so every rank runs the same number of steps (DDP needs that) without duplicating a
+    sample; the < world_size samples left out differ from epoch to epoch. Evaluation splits are not cut:
+    ranks may get one sample more or less, and every sample is seen exactly once across ranks.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, rank: int, world: int,
+                 seed: int, even: bool):  # fmt: skip
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.rank, self.world, self.seed, self.even = rank, world, seed, even
+        self.epoch = 0
+
+    def indices(self, epoch: int) -> np.ndarray:
+        order = np.arange(self.n)
+        if self.shuffle:
+            order = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(epoch), 0x5EED]).permutation(
+                self.n
+            )
+        if self.world > 1:
+            if self.even:
+                order = order[: self.n - self.n % self.world]
+            order = order[self.rank :: self.world]
+        return order
+
+    def __iter__(self):
+        order, epoch = self.indices(self.epoch), self.epoch
+        for start in range(0, len(self._usable(order)), self.batch_size):
+            yield epoch, tuple(int(i) for i in order[start : start + self.batch_size])
+
+    def _usable(self, order: np.ndarray) -> np.ndarray:
+        return order[: len(order) - len(order) % self.batch_size] if self.drop_last else order
+
+    def __len__(self) -> int:
+        m = len(self.indices(0))  # the same for every epoch
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+
+class _BatchMaker(torch.utils.data.Dataset):
+    """Runs in a worker: one ``(epoch, indices)`` item -> one whole batch of uint8 views."""
+
+    def __init__(self, dataset: Dataset, split: str, preset: Preset, copies: int, train: bool, seed: int):
+        self.records = dataset.records(split)
+        self.targets = torch.from_numpy(dataset.targets(split))
+        self.split, self.preset, self.copies, self.train, self.seed = split, preset, copies, train, seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, tuple[int, ...]]) -> dict[str, Any]:
+        epoch, indices = item
+        m, s = self.copies, self.preset.image_size
+        images = np.empty((len(indices) * m, 3, s, s), dtype=np.uint8)
+        min_size = self.preset.train_decode if self.train else self.preset.eval_decode
+        k = 0
+        for i in indices:
+            rec = self.records[i]
+            image = _decode_record(rec, i, self.split, min_size)
+            for view in draw_views(image, self.preset, m, self.seed, epoch, i, self.train):
+                if view.shape != (s, s, 3):
+                    raise RuntimeError(
+                        f"preset {self.preset.name!r} made a {view.shape} view of {rec.image_path}; "
+                        f"every view must be {s}x{s}x3: check the preset's last transform"
+                    )
+                images[k] = view.transpose(2, 0, 1)  # HWC -> CHW, written straight into the batch
+                k += 1
+        idx = torch.tensor(indices, dtype=torch.int64)
+        return {
+            "image": torch.from_numpy(images),
+            "label": self.targets[idx].repeat_interleave(m, dim=0),
+            "index": idx.repeat_interleave(m),
+            "copy": torch.arange(m, dtype=torch.int64).repeat(len(indices)),
+            "id": [self.records[i].id for i in indices for _ in range(m)],
+            "text": [self.records[i].text for i in indices for _ in range(m)],
+        }
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class BatchLoader:
+    """Iterable of batch dicts (see ``make_loader``); ``set_epoch`` picks the epoch's shuffle and views.
+
+    Iterating again without ``set_epoch`` moves on to the next epoch, so a forgotten ``set_epoch`` never
+    silently repeats last epoch's augmentations; ``set_epoch(e)`` before an iteration pins it to epoch e.
+    """
+
+    def __init__(self, maker: _BatchMaker, plan: _BatchPlan, num_workers: int, pin_memory: bool):
+        self.maker, self.plan = maker, plan
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self._loader = torch.utils.data.DataLoader(
+            maker,
+            sampler=plan,
+            batch_size=None,  # the sampler's items are already whole batches
+            collate_fn=_identity,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            # No cv2.setNumThreads in the workers: calling it in a forked child deadlocks OpenCV's pthreads
+            # pool. Each worker makes whole batches single-handedly, which keeps the cores busy anyway.
+            persistent_workers=num_workers > 0,
+        )
+        self._started = False
+        self._pinned = False
+
+    @property
+    def epoch(self) -> int:
+        return self.plan.epoch
+
+    @property
+    def copies(self) -> int:
+        return self.maker.copies
+
+    @property
+    def preset(self) -> Preset:
+        return self.maker.preset
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch on this rank (each yields ``copies`` views)."""
+        return len(self.plan._usable(self.plan.indices(self.plan.epoch)))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.plan.epoch = int(epoch)
+        self._pinned = True
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self):
+        if self._started and not self._pinned:
+            self.plan.epoch += 1
+        self._started, self._pinned = True, False
+        return iter(self._loader)
+
+
+def _rank_world(distributed: Union[None, bool, tuple[int, int]]) -> tuple[int, int]:
+    if distributed is None or distributed is False:
+        return 0, 1
+    if distributed is True:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "make_loader(distributed=True) needs torch.distributed initialised first "
+                "(torchrun + dist.init_process_group), or pass distributed=(rank, world_size)"
+            )
+        return dist.get_rank(), dist.get_world_size()
+    rank, world = distributed
+    if not 0 <= rank < world:
+        raise ValueError(f"distributed=(rank, world_size) needs 0 <= rank < world_size, got {distributed}")
+    return int(rank), int(world)
+
+
+def make_loader(
+    dataset: Dataset,
+    split: str,
+    batch_size: int,
+    copies: int = 1,
+    preset: Union[str, Preset] = "seed",
+    image_size: int = 224,
+    seed: int = 0,
+    num_workers: int = 0,
+    distributed: Union[None, bool, tuple[int, int]] = None,
+    shuffle: Optional[bool] = None,
+    drop_last: bool = False,
+    augment: Optional[bool] = None,
+    pin_memory: Optional[bool] = None,
+) -> BatchLoader:
+    """Batches of ``batch_size`` samples x ``copies`` views, uint8, sample-major.
+
+    Split "train" uses the preset's training pipeline and shuffles; other splits use its eval transform
+    with one copy and keep their order (``augment`` / ``shuffle`` override that). ``distributed``: None
+    (one process), True (rank and world size from torch.distributed) or ``(rank, world_size)``.
+
+    Each batch dict: "image" uint8 [B*M, 3, H, W]; "label" int64 [B*M] or float32 [B*M, C] (multilabel);
+    "index" int64 [B*M] (position in ``dataset.records(split)``); "copy" int64 [B*M]; "id", "text" lists.
+
+    Example:
+        >>> loader = make_loader(ds, "train", batch_size=16, copies=4, preset="food")  # doctest: +SKIP
+        >>> for epoch in range(3):  # doctest: +SKIP
+        ...     loader.set_epoch(epoch)
+        ...     for batch in loader:
+        ...         x = normalize(batch["image"], backbone.norm, device="cuda", channels_last=True)
+    """
+    if batch_size < 1 or copies < 1:
+        raise ValueError(f"batch_size and copies must be >= 1, got batch_size={batch_size}, copies={copies}")
+    train = split == "train" if augment is None else bool(augment)
+    shuffle = split == "train" if shuffle is None else bool(shuffle)
+    rank, world = _rank_world(distributed)
+    p = build_preset(preset, image_size)
+    n = len(dataset.records(split))
+    maker = _BatchMaker(dataset, split, p, copies if train else 1, train, seed)
+    plan = _BatchPlan(n, batch_size, shuffle, drop_last, rank, world, seed, even=split == "train")
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    return BatchLoader(maker, plan, num_workers, pin)
+
+
+__all__ = [
+    "NORMS",
+    "PRESETS",
+    "BatchLoader",
+    "Preset",
+    "build_preset",
+    "decode_image",
+    "draw_views",
+    "food_preset",
+    "light_preset",
+    "make_loader",
+    "normalize",
+    "preset_params",
+    "preview",
+    "resolve_norm",
+    "seed_preset",
+    "ultrasound_preset",
+    "view_rng",
+]
