@@ -10,6 +10,7 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
 """
 
+from mmkit.augment import PRESETS, BatchLoader, build_preset, make_loader, normalize, preview
 from mmkit.config import (
     AugmentConfig,
     DataConfig,
@@ -29,6 +30,12 @@ from mmkit.train import FitResult, fit, load_stage1, train_stage1
 __version__ = "0.1.0"
 
 __all__ = [
+    "PRESETS",
+    "BatchLoader",
+    "build_preset",
+    "make_loader",
+    "normalize",
+    "preview",
     "HEADS",
     "BankLoader",
     "FeatureBank",
