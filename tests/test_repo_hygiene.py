@@ -55,6 +55,16 @@ def test_parameters_map_onto_config_fields(path):
     assert not unknown, f"{path.name}: parameters {unknown} are not fields of any mmkit.config dataclass"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(path):
+    # papermill parses the cell line by line; a comment holding "=" or ";" hides the line from it, and the
+    # parameter can then not be set (mmkit run would call it unknown).
+    import papermill as pm
+
+    names = _assigned_names(_parameters_cell(nbformat.read(path, as_version=4)).source)
+    assert list(pm.inspect_notebook(str(path))) == names
+
+
 def test_smoke_file_names_real_parameters():
     table = yaml.safe_load((REPO / "notebooks" / "smoke.yaml").read_text()) or {}
     stems = {p.stem: p for p in NOTEBOOKS}
