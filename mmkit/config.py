@@ -89,6 +89,9 @@ class TextConfig:
     text_encoder: str = "tfidf"  # tfidf | bow-mlp | minilm | open_clip:<model> | hf:<name or path>
     text_folds: int = 5  # k for out-of-fold logits of stacked text classifiers
     text_features: str = "auto"  # auto | logits (out-of-fold for train rows) | embedding (frozen embedders)
+    # Extra keyword options for the encoder, e.g. {"mode": "classifier", "pooling": "last", "lr": 2e-5}
+    # for hf:gpt2 fine-tuned as a classifier (its logits are then stacked out-of-fold).
+    text_options: Optional[dict] = None
 
 
 @dataclass

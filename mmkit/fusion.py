@@ -583,7 +583,12 @@ def run_fusion_experiment(
 
     out = Path(out_dir) if out_dir is not None else None
     table, encoder = compute_text_features(
-        dataset, text.text_encoder, features=text.text_features, folds=text.text_folds, seed=train.seed
+        dataset,
+        text.text_encoder,
+        features=text.text_features,
+        folds=text.text_folds,
+        seed=train.seed,
+        **(text.text_options or {}),
     )
     bank, module = None, None
     source = backbone if backbone is not None else _checkpoint_backbone(fusion.checkpoint, model.backbone)

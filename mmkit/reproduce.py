@@ -145,7 +145,7 @@ def run_comparison(
 
         def text_features(ds: Any, seed: int = seed) -> Any:
             kw = dict(features=text.text_features, folds=text.text_folds, seed=seed)
-            return compute_text_features(ds, text.text_encoder, **kw)[0]
+            return compute_text_features(ds, text.text_encoder, **kw, **(text.text_options or {}))[0]
 
         feats = text_features(dataset)
         frozen = bank_for(seed, None)

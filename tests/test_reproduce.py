@@ -78,3 +78,28 @@ def test_notebook05_smoke(tmp_path):
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert len(runs) == len(expected) * n_seeds
     assert (tmp_path / "comparison.png").exists() and (tmp_path / "comparison.csv").exists()
+
+
+def test_text_options_reach_the_encoder(monkeypatch):
+    # TextConfig.text_options is how a notebook asks for e.g. hf:gpt2 in classifier mode.
+    import mmkit.text as text_mod
+    from mmkit.config import AugmentConfig, FusionConfig, ModelConfig, TextConfig, TrainConfig
+    from mmkit.fusion import run_fusion_experiment
+
+    seen = {}
+
+    def fake(dataset, encoder, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(text_mod, "compute_text_features", fake)
+    with pytest.raises(RuntimeError, match="stop here"):
+        run_fusion_experiment(
+            None,
+            augment=AugmentConfig(),
+            model=ModelConfig(),
+            train=TrainConfig(),
+            text=TextConfig(text_encoder="hf:x", text_options={"mode": "classifier", "pooling": "last"}),
+            fusion=FusionConfig(),
+        )
+    assert seen["mode"] == "classifier" and seen["pooling"] == "last" and seen["folds"] == 5
