@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -97,9 +98,39 @@ def normalize(
 # ----------------------------------------------------------------------------------------------------------
 # Presets
 
-_AREA = (
-    "image"  # Resize/SmallestMaxSize: INTER_AREA when shrinking (anti-aliased), INTER_LINEAR when enlarging
-)
+
+def reduce_resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Anti-aliased resize at OpenCV speed: halve until within 2x of the target, then bilinear.
+
+    OpenCV's bilinear resize by exactly 1/2 averages each pair of pixels, i.e. it is a 2-tap box filter, so
+    repeated halving is a box pyramid (the same idea as Pillow's ``reducing_gap``); the remaining < 2x step
+    is plain bilinear. An odd row or column at the edge is dropped before a halving. About 0.2 ms for
+    500x375 -> 244x244, against 0.7 ms for INTER_AREA, which has no fast path for non-integer ratios.
+    """
+    h, w = img.shape[:2]
+    while w >= 2 * width or h >= 2 * height:
+        fx, fy = (2 if w >= 2 * width else 1), (2 if h >= 2 * height else 1)
+        h, w = h - h % fy, w - w % fx
+        img = cv2.resize(img[:h, :w], (w // fx, h // fy), interpolation=cv2.INTER_LINEAR)
+        h, w = img.shape[:2]
+    if (h, w) == (height, width):
+        return img
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+class Resize(A.Resize):
+    """``A.Resize`` to a fixed size through ``reduce_resize`` (anti-aliased when shrinking, and fast)."""
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return reduce_resize(img, self.height, self.width)
+
+
+class SmallestMaxSize(A.SmallestMaxSize):
+    """``A.SmallestMaxSize`` through ``reduce_resize``."""
+
+    def apply(self, img: np.ndarray, scale: float, **params: Any) -> np.ndarray:
+        h, w = img.shape[:2]
+        return reduce_resize(img, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 @dataclass
@@ -134,7 +165,7 @@ def seed_preset(
     RandomHorizontalFlip, RandomVerticalFlip; evaluation: Resize((224, 224)).
     """
     resize = round(244 * image_size / 224)
-    pre = _compose([A.Resize(resize, resize, area_for_downscale=_AREA)])
+    pre = _compose([Resize(resize, resize)])
     train = _compose(
         [
             A.Rotate(
@@ -149,7 +180,7 @@ def seed_preset(
             A.VerticalFlip(p=vflip),
         ]
     )
-    evaluation = _compose([A.Resize(image_size, image_size, area_for_downscale=_AREA)])
+    evaluation = _compose([Resize(image_size, image_size)])
     params = dict(rotate=rotate, hflip=hflip, vflip=vflip)
     return Preset("seed", image_size, pre, train, evaluation, resize, image_size, params)
 
@@ -157,7 +188,7 @@ def seed_preset(
 def _center_eval(image_size: int) -> A.Compose:
     return _compose(
         [
-            A.SmallestMaxSize(max_size=image_size, area_for_downscale=_AREA),
+            SmallestMaxSize(max_size=image_size),
             A.CenterCrop(image_size, image_size),
         ]
     )
@@ -174,7 +205,7 @@ def light_preset(
 ) -> Preset:
     """Mild: random resized crop (>= 60% of the area), horizontal flip, small brightness/contrast change."""
     src = _crop_source(image_size, scale_min)
-    pre = _compose([A.SmallestMaxSize(max_size=src, area_for_downscale=_AREA)])
+    pre = _compose([SmallestMaxSize(max_size=src)])
     train = _compose(
         [
             A.RandomResizedCrop(size=(image_size, image_size), scale=(scale_min, 1.0)),
@@ -198,7 +229,7 @@ def food_preset(
 ) -> Preset:
     """Photos of dishes: random resized crop, flip, small rotation, colour jitter, occasional blur."""
     src = _crop_source(image_size, scale_min)
-    pre = _compose([A.SmallestMaxSize(max_size=src, area_for_downscale=_AREA)])
+    pre = _compose([SmallestMaxSize(max_size=src)])
     train = _compose(
         [
             A.RandomResizedCrop(size=(image_size, image_size), scale=(scale_min, 1.0)),
@@ -233,7 +264,7 @@ def ultrasound_preset(
     """Ultrasound frames: no colour jitter (grey images); gamma, contrast, speckle-like multiplicative
     noise and a small affine. The frame is squashed to a square (as the seed does) so nothing at the
     sides, such as the fetal head, is cropped away."""
-    pre = _compose([A.Resize(image_size, image_size, area_for_downscale=_AREA)])
+    pre = _compose([Resize(image_size, image_size)])
     train = _compose(
         [
             A.Affine(
@@ -258,7 +289,7 @@ def ultrasound_preset(
             ),
         ]
     )
-    evaluation = _compose([A.Resize(image_size, image_size, area_for_downscale=_AREA)])
+    evaluation = _compose([Resize(image_size, image_size)])
     params = dict(
         rotate=rotate,
         scale=scale,
@@ -314,16 +345,36 @@ def build_preset(name: Union[str, Preset], image_size: int = 224, **params: floa
 # Decoding and drawing views
 
 
+_CV2_REDUCED = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
 def decode_image(path: Union[str, Path], min_size: Optional[int] = None) -> np.ndarray:
     """Read an image as an RGB uint8 array ``[H, W, 3]`` (grayscale, palette, RGBA and 16-bit handled).
 
-    With ``min_size``, a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
-    DCT scaling via ``draft``), keeping both sides >= ``min_size``: several times faster than a full decode.
-    EXIF orientation is applied.
+    With ``min_size``, a JPEG much larger than needed is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+    scaling), keeping both sides >= ``min_size``: several times faster than a full decode. JPEGs go through
+    OpenCV (about 25% faster than PIL), everything else through PIL. EXIF orientation is applied.
     """
-    with Image.open(path) as im:
-        if min_size:
-            im.draft("RGB", (min_size, min_size))
+    data = Path(path).read_bytes()  # one read; PIL only parses the header of a JPEG
+    with Image.open(io.BytesIO(data)) as im:
+        if im.format == "JPEG":
+            factor = 1
+            for f in (8, 4, 2):
+                if min_size and min(im.size) // f >= min_size:
+                    factor = f
+                    break
+            bgr = cv2.imdecode(
+                np.frombuffer(data, np.uint8), _CV2_REDUCED[factor]
+            )  # applies EXIF orientation
+            if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
+                return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if min_size:  # OpenCV could not read it: PIL, with the same DCT scaling
+                im.draft("RGB", (min_size, min_size))
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             # 16-bit / float images (some ultrasound exports): stretch to 8 bits instead of clipping at 255.
