@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+import html
+import io
 import textwrap
 from typing import Any, Optional
 
@@ -159,3 +161,203 @@ def plot_comparison(summary, metric: str = "accuracy", ax=None):
     ax.legend(handles, groups, fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# --- augmentation (owner: augmentation engineer; notebook 02) -----------------------------------------
+
+
+def plot_views(
+    views,
+    row_labels: Optional[list[str]] = None,
+    col_labels: Optional[list[str]] = None,
+    size: float = 1.8,
+    title: Optional[str] = None,
+):
+    """A grid of augmented views: rows are samples, columns their copies.
+
+    ``views`` is a uint8 array ``[N, M, H, W, 3]`` (``mmkit.augment.preview``) or a loader batch's
+    ``image`` tensor ``[N*M, 3, H, W]`` together with its ``copy`` column (pass ``views=(images, copy)``).
+
+    Example:
+        >>> fig = plot_views(preview(ds, "train", [0, 1], "food", copies=4))  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(views, tuple):  # (images [N*M, 3, H, W], copy [N*M]) from a loader batch
+        images, copy = views
+        arr = np.asarray(images.permute(0, 2, 3, 1).cpu())
+        views = arr.reshape(-1, int(copy.max()) + 1, *arr.shape[1:])
+    views = np.asarray(views)
+    n, m = views.shape[:2]
+    fig, axes = plt.subplots(n, m, figsize=(size * m, size * n + (0.4 if title else 0)), squeeze=False)
+    for i in range(n):
+        for j in range(m):
+            ax = axes[i, j]
+            ax.imshow(views[i, j], cmap="gray" if views.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0 and col_labels:
+                ax.set_title(col_labels[j], fontsize=8)
+            if j == 0 and row_labels:
+                ax.set_ylabel(row_labels[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _sample_indices(ds, split: str, n_samples: int, seed: int, indices=None) -> list[int]:
+    if indices is not None:
+        return list(indices)
+    n = len(ds.records(split))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=min(n_samples, n), replace=False))
+
+
+def _row_label(ds, split: str, i: int) -> str:
+    r = ds.records(split)[i]
+    label = ", ".join(_labels(r.label)) or "(none)"
+    return textwrap.shorten(f"{r.id}\n[{label}]", 40)
+
+
+def plot_copies(
+    ds,
+    split: str = "train",
+    preset: str = "seed",
+    copies: int = 4,
+    n_samples: int = 4,
+    image_size: int = 224,
+    seed: int = 0,
+    epoch: int = 0,
+    indices=None,
+    **params: float,
+):
+    """The ``copies`` views that ``make_loader`` draws of ``n_samples`` samples (same seeds, same pixels),
+    with the evaluation view in the first column.
+
+    Example:
+        >>> fig = plot_copies(ds, preset="ultrasound", copies=6, rotate=20)  # doctest: +SKIP
+    """
+    from mmkit.augment import build_preset, preview
+
+    p = build_preset(preset, image_size, **params)
+    idx = _sample_indices(ds, split, n_samples, seed, indices)
+    views = preview(ds, split, idx, p, copies=copies, seed=seed, epoch=epoch)
+    evals = preview(ds, split, idx, p, copies=1, seed=seed, train=False)
+    grid = np.concatenate([evals, views], axis=1)
+    cols = ["eval"] + [f"copy {c}" for c in range(copies)]
+    strengths = ", ".join(f"{k}={v:g}" for k, v in p.params.items())
+    title = f"preset {p.name!r} ({strengths}), seed {seed}, epoch {epoch}"
+    return plot_views(grid, [_row_label(ds, split, i) for i in idx], cols, title=title)
+
+
+def plot_presets(
+    ds,
+    presets=("seed", "light", "food", "ultrasound"),
+    split: str = "train",
+    n_samples: int = 3,
+    copies: int = 2,
+    image_size: int = 224,
+    seed: int = 0,
+    indices=None,
+):
+    """Side by side: each sample's evaluation view, then ``copies`` training views under every preset.
+
+    Example:
+        >>> fig = plot_presets(ds, ("seed", "food"), n_samples=2)  # doctest: +SKIP
+    """
+    from mmkit.augment import build_preset, preview
+
+    idx = _sample_indices(ds, split, n_samples, seed, indices)
+    parts = [preview(ds, split, idx, build_preset(presets[0], image_size), copies=1, seed=seed, train=False)]
+    cols = ["eval"]
+    for name in presets:
+        parts.append(preview(ds, split, idx, build_preset(name, image_size), copies=copies, seed=seed))
+        cols += [f"{name} {c}" for c in range(copies)]
+    grid = np.concatenate(parts, axis=1)
+    return plot_views(grid, [_row_label(ds, split, i) for i in idx], cols, title="presets side by side")
+
+
+_SLIDERS = {  # parameter name -> (min, max, step) for the explorer
+    "rotate": (0.0, 90.0, 1.0),
+    "hflip": (0.0, 1.0, 0.05),
+    "vflip": (0.0, 1.0, 0.05),
+    "blur": (0.0, 1.0, 0.05),
+    "scale_min": (0.05, 1.0, 0.05),
+}
+
+
+def augmentation_explorer(
+    ds,
+    split: str = "train",
+    preset: str = "seed",
+    copies: int = 4,
+    n_samples: int = 4,
+    image_size: int = 224,
+    seed: int = 0,
+):
+    """An ipywidgets panel over ``plot_copies``: pick a preset, move its strength sliders, reseed.
+
+    Returns the widget (display it, or let it be a cell's last value); nothing blocks, so a headless
+    papermill run just records its first rendering.
+
+    Example:
+        >>> augmentation_explorer(ds, preset="food")  # doctest: +SKIP
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+
+    from mmkit.augment import PRESETS, preset_params
+
+    choose = W.Dropdown(options=sorted(PRESETS), value=preset, description="preset")
+    seed_box = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
+    epoch_box = W.IntText(value=0, description="epoch", layout=W.Layout(width="160px"))
+    copies_box = W.IntSlider(value=copies, min=1, max=8, description="copies")
+    reseed = W.Button(description="reseed", tooltip="draw new random views (seed + 1)")
+    sliders = W.VBox()
+    # The grid goes in as a PNG: an Image widget renders the same in JupyterLab, VS Code and a saved
+    # notebook, and (unlike an Output widget) it holds its content outside a running kernel too.
+    picture = W.Image(format="png")
+    message = W.HTML()
+
+    def make_sliders(name: str) -> None:
+        items = []
+        for k, v in preset_params(name).items():
+            lo, hi, step = _SLIDERS.get(k, (0.0, max(1.0, 3 * float(v)), 0.01))
+            s = W.FloatSlider(
+                value=float(v), min=lo, max=hi, step=step, description=k, continuous_update=False
+            )
+            s.observe(redraw, names="value")
+            items.append(s)
+        sliders.children = items
+
+    def redraw(*_: Any) -> None:
+        params = {s.description: s.value for s in sliders.children}
+        try:
+            fig = plot_copies(
+                ds, split, choose.value, copies_box.value, n_samples, image_size, seed_box.value,
+                epoch_box.value, **params,
+            )  # fmt: skip
+        except ValueError as err:  # e.g. a strength albumentations rejects: say so, keep the panel alive
+            message.value = f"<b>cannot draw:</b> {html.escape(str(err))}"
+            return
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        picture.value, message.value = buf.getvalue(), ""
+
+    def on_preset(change: dict) -> None:
+        make_sliders(change["new"])
+        redraw()
+
+    def on_reseed(_: Any) -> None:
+        seed_box.value += 1  # triggers redraw through its observer
+
+    choose.observe(on_preset, names="value")
+    for w in (seed_box, epoch_box, copies_box):
+        w.observe(redraw, names="value")
+    reseed.on_click(on_reseed)
+    make_sliders(preset)
+    redraw()
+    controls = W.HBox([choose, copies_box, seed_box, epoch_box, reseed])
+    return W.VBox([controls, sliders, message, picture])
