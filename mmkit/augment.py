@@ -437,6 +437,27 @@ def preview(
     return np.stack(out)
 
 
+def copy_stats(views: np.ndarray) -> dict[str, float]:
+    """How different the views are, in mean absolute pixel difference (0-255) over ``[N, M, H, W, 3]``.
+
+    ``copy_diff``: between two copies of the same sample (what batch augmentation adds);
+    ``sample_diff``: between different samples at the same copy (the data's own variety), for scale.
+
+    Example:
+        >>> v = np.zeros((2, 2, 4, 4, 3), np.uint8); v[:, 1] = 10; v[1] += 100
+        >>> copy_stats(v)
+        {'copy_diff': 10.0, 'sample_diff': 100.0}
+    """
+    v = views.astype(np.float32)
+    n, m = v.shape[:2]
+    pairs = [np.abs(v[:, a] - v[:, b]).mean() for a in range(m) for b in range(a + 1, m)]
+    cross = [np.abs(v[a] - v[b]).mean() for a in range(n) for b in range(a + 1, n)]
+    return {
+        "copy_diff": float(np.mean(pairs)) if pairs else 0.0,
+        "sample_diff": float(np.mean(cross)) if cross else 0.0,
+    }
+
+
 def _decode_record(rec: Any, index: int, split: str, min_size: int) -> np.ndarray:
     try:
         return decode_image(rec.image_path, min_size)
@@ -660,6 +681,7 @@ __all__ = [
     "BatchLoader",
     "Preset",
     "build_preset",
+    "copy_stats",
     "decode_image",
     "draw_views",
     "food_preset",

@@ -47,6 +47,7 @@ class AugmentConfig:
     batch_size: int = 32
     num_workers: int = 0
     seed: int = 0
+    n_samples: int = 8  # notebook 02: samples shown in the augmentation grids
 
 
 @dataclass

@@ -256,3 +256,15 @@ def test_normalize():
         normalize(x.float(), "imagenet")
     with pytest.raises(ValueError, match="unknown normalisation"):
         normalize(x, "foo")
+
+
+def test_copy_stats():
+    from mmkit.augment import copy_stats
+
+    v = np.zeros((3, 2, 4, 4, 3), np.uint8)
+    v[:, 1] = 6  # every second copy 6 grey levels brighter
+    v[1] += 30
+    v[2] += 60
+    stats = copy_stats(v)
+    assert stats["copy_diff"] == pytest.approx(6.0)
+    assert stats["sample_diff"] == pytest.approx((30 + 60 + 30) / 3)
