@@ -529,7 +529,12 @@ class _BatchMaker(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, tuple[int, ...]]) -> dict[str, Any]:
         epoch, indices = item
         m, s = self.copies, self.preset.image_size
-        images = np.empty((len(indices) * m, 3, s, s), dtype=np.uint8)
+        batch = torch.empty((len(indices) * m, 3, s, s), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            # In a worker, write the views straight into shared memory: sending the batch to the main
+            # process then costs no copy (torch would otherwise copy the tensor into shared memory).
+            batch.share_memory_()
+        images = batch.numpy()
         min_size = self.preset.train_decode if self.train else self.preset.eval_decode
         k = 0
         for i in indices:
@@ -545,7 +550,7 @@ class _BatchMaker(torch.utils.data.Dataset):
                 k += 1
         idx = torch.tensor(indices, dtype=torch.int64)
         return {
-            "image": torch.from_numpy(images),
+            "image": batch,
             "label": self.targets[idx].repeat_interleave(m, dim=0),
             "index": idx.repeat_interleave(m),
             "copy": torch.arange(m, dtype=torch.int64).repeat(len(indices)),
