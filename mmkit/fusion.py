@@ -453,26 +453,11 @@ def stage2_loaders(
             )  # fmt: skip
             for split in ("train", "val", "test")
         }
-    from mmkit.augment import make_loader
+    from mmkit.train import stage1_loaders  # the live path reads images exactly as stage 1 does
 
     return {
-        split: LiveLoader(
-            make_loader(
-                dataset,
-                split,
-                augment.batch_size,
-                copies=augment.copies,
-                preset=augment.preset,
-                image_size=augment.image_size,
-                seed=seed,
-                num_workers=augment.num_workers,
-            ),
-            text,
-            split,
-            fusion.modality_dropout,
-            seed,
-        )  # fmt: skip
-        for split in ("train", "val", "test")
+        split: LiveLoader(loader, text, split, fusion.modality_dropout, seed)
+        for split, loader in stage1_loaders(dataset, augment, seed).items()
     }
 
 
