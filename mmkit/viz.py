@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import textwrap
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -217,7 +218,11 @@ def _sample_indices(ds, split: str, n_samples: int, seed: int, indices=None) -> 
 def _row_label(ds, split: str, i: int) -> str:
     r = ds.records(split)[i]
     label = ", ".join(_labels(r.label)) or "(none)"
-    return textwrap.shorten(f"{r.id}\n[{label}]", 40)
+
+    def cut(text: str, n: int = 20) -> str:  # ids are often one long word: textwrap.shorten would drop it
+        return text if len(text) <= n else text[: n - 1] + "…"
+
+    return f"{cut(Path(r.id).name)}\n[{cut(label)}]"
 
 
 def plot_copies(
