@@ -268,3 +268,14 @@ def test_copy_stats():
     stats = copy_stats(v)
     assert stats["copy_diff"] == pytest.approx(6.0)
     assert stats["sample_diff"] == pytest.approx((30 + 60 + 30) / 3)
+
+
+def test_drop_last_and_distributed_arguments(toy):
+    loader = make_loader(toy, "train", batch_size=4, copies=2, image_size=32, drop_last=True)
+    batches = _all(loader)
+    assert len(loader) == len(batches) == 2 and all(b["image"].shape[0] == 8 for b in batches)
+    assert loader.num_samples == 8
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        make_loader(toy, "train", batch_size=4, distributed=True)  # torch.distributed not initialised
+    with pytest.raises(ValueError, match="rank"):
+        make_loader(toy, "train", batch_size=4, distributed=(2, 2))
