@@ -12,7 +12,6 @@ export OMP_NUM_THREADS ?= 2
 export MKL_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
 
 .PHONY: env demo test lint format lab git-setup clean bench
 
