@@ -10,8 +10,8 @@ parameters. ``--smoke`` applies the notebook's small CI parameters from ``notebo
 stage-1 checkpoint on to the notebooks that take one, then prints the comparison table.
 
 Example:
-    >>> parse_value("3"), parse_value("0.5"), parse_value("None"), parse_value("timm:test_resnet")
-    (3, 0.5, None, 'timm:test_resnet')
+    >>> parse_value("3"), parse_value("0.5"), parse_value("None"), parse_value("none"), parse_value("timm:test_resnet")
+    (3, 0.5, None, 'none', 'timm:test_resnet')
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def parse_value(text: str) -> Any:
         low = text.lower()
         if low in ("true", "false"):
             return low == "true"
-        if low in ("none", "null"):
+        if text == "null":
             return None
-        return text
+        return text  # "none" stays a string: it is a value of train_blocks
 
 
 def smoke_parameters(notebook: str | Path) -> dict[str, Any]:

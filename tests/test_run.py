@@ -39,6 +39,7 @@ def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5
     assert parse_value("True") is True and parse_value("false") is False
     assert parse_value("None") is None and parse_value("[1, 2]") == [1, 2]
+    assert parse_value("none") == "none"  # train_blocks="none" must not become None
     assert parse_value("timm:test_resnet") == "timm:test_resnet"
 
 
