@@ -119,6 +119,7 @@ class ReproduceConfig:
     ablation_blocks: str = "first:1"  # the stage-1 layer policy compared with "all"
     stage2_epochs: int = 20
     stage2_lr: float = 0.01
+    stage2_weight_decay: float = 0.3  # AdamW on the fusion heads (the features are few; the heads overfit)
     view_ablation: bool = True  # fpus23: repeat the text rows without the view field
 
 
