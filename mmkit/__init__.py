@@ -8,61 +8,76 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.features  feature bank: K cached views from a frozen backbone        -> fusion head input
     mmkit.fusion    fusion heads  |  mmkit.train: one fit loop, selection on val -> checkpoints, metrics
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
+    mmkit.reproduce notebook 05's comparison grid over seeds                     -> mean ± std table
+
+The names below are the public API, importable from ``mmkit`` directly. They are loaded on first use,
+so ``import mmkit`` (and the ``mmkit`` command line, ``python -m mmkit.train`` under torchrun) stays quick.
+
+Example:
+    >>> import mmkit
+    >>> mmkit.DataConfig().dataset
+    'synthetic_food101'
 """
 
-from mmkit.augment import PRESETS, BatchLoader, build_preset, make_loader, normalize, preview
-from mmkit.config import (
-    AugmentConfig,
-    DataConfig,
-    FusionConfig,
-    ModelConfig,
-    TextConfig,
-    TrainConfig,
-)
-from mmkit.data import DataError, Dataset, Record
-from mmkit.features import BankLoader, FeatureBank, build_feature_bank
-from mmkit.fusion import HEADS, make_head, run_fusion_experiment, train_stage2
-from mmkit.metrics import compute_metrics
-from mmkit.models import Backbone, ImageClassifier, apply_layer_policy, create_backbone
-from mmkit.text import TextFeatures, compute_text_features, make_text_encoder, out_of_fold_logits
-from mmkit.train import FitResult, fit, load_stage1, train_stage1
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "BatchLoader",
-    "build_preset",
-    "make_loader",
-    "normalize",
-    "preview",
-    "HEADS",
-    "BankLoader",
-    "FeatureBank",
-    "TextFeatures",
-    "build_feature_bank",
-    "compute_text_features",
-    "make_head",
-    "make_text_encoder",
-    "out_of_fold_logits",
-    "run_fusion_experiment",
-    "train_stage2",
-    "Backbone",
-    "FitResult",
-    "ImageClassifier",
-    "apply_layer_policy",
-    "compute_metrics",
-    "create_backbone",
-    "fit",
-    "load_stage1",
-    "train_stage1",
-    "AugmentConfig",
-    "DataConfig",
-    "DataError",
-    "Dataset",
-    "FusionConfig",
-    "ModelConfig",
-    "Record",
-    "TextConfig",
-    "TrainConfig",
-]
+# public name -> the module that defines it, in data-flow order
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "AugmentConfig",
+            "DataConfig",
+            "FusionConfig",
+            "ModelConfig",
+            "ReproduceConfig",
+            "TextConfig",
+            "TrainConfig",
+        ],
+        "mmkit.config",
+    ),
+    **dict.fromkeys(
+        [
+            "DataError",
+            "Dataset",
+            "Record",
+            "load_dataset",
+            "read_fpus23",
+            "read_manifest",
+            "read_upmc_food101",
+        ],
+        "mmkit.data",
+    ),
+    **dict.fromkeys(
+        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview"], "mmkit.augment"
+    ),
+    **dict.fromkeys(["Backbone", "ImageClassifier", "apply_layer_policy", "create_backbone"], "mmkit.models"),
+    **dict.fromkeys(
+        ["TextFeatures", "compute_text_features", "make_text_encoder", "out_of_fold_logits"], "mmkit.text"
+    ),
+    **dict.fromkeys(["BankLoader", "FeatureBank", "build_feature_bank"], "mmkit.features"),
+    **dict.fromkeys(["HEADS", "make_head", "run_fusion_experiment", "train_stage2"], "mmkit.fusion"),
+    **dict.fromkeys(["FitResult", "fit", "load_stage1", "train_stage1"], "mmkit.train"),
+    "compute_metrics": "mmkit.metrics",
+    **dict.fromkeys(["read_metrics", "write_metrics"], "mmkit.report"),
+    **dict.fromkeys(["run_comparison", "save_comparison", "summarize"], "mmkit.reproduce"),
+    "execute_notebook": "mmkit.run",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'mmkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
