@@ -478,10 +478,12 @@ class _BatchPlan(torch.utils.data.Sampler):
     """Yields ``(epoch, indices)`` per batch for this rank: a DistributedSampler split at batch granularity.
 
     The order is ``permutation(n)`` from ``(seed, epoch)``; rank r takes every world-th sample of it, so all
-    copies of a sample are made on one rank. With ``even`` (training) the order is first cut to a multiple
-    of the world size, so every rank runs the same number of steps (DDP needs that) without duplicating a
-    sample; the < world_size samples left out differ from epoch to epoch. Evaluation splits are not cut:
-    ranks may get one sample more or less, and every sample is seen exactly once across ranks.
+    copies of a sample are made on one rank, and every sample is seen exactly once per epoch across ranks.
+    With ``even`` (training) every rank must run the same number of steps (DDP needs that) although shards
+    may differ by one sample: each rank cuts its shard into the same number of near-equal batches (at most
+    ``batch_size``) instead of dropping or repeating samples. Only where that is impossible (a shard
+    shorter than the number of steps, or ``drop_last``) is the order cut to a multiple of the world size.
+    Evaluation splits are never cut: ranks may get one sample more or less.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, rank: int, world: int,
@@ -497,22 +499,34 @@ class _BatchPlan(torch.utils.data.Sampler):
                 self.n
             )
         if self.world > 1:
-            if self.even:
+            if self.even and not self._balanced():
                 order = order[: self.n - self.n % self.world]
             order = order[self.rank :: self.world]
         return order
 
-    def __iter__(self):
-        order, epoch = self.indices(self.epoch), self.epoch
-        for start in range(0, len(self._usable(order)), self.batch_size):
-            yield epoch, tuple(int(i) for i in order[start : start + self.batch_size])
+    def _balanced(self) -> bool:
+        """Can every rank cut its (possibly one shorter) shard into the same number of non-empty batches?"""
+        return not self.drop_last and self.n // self.world >= self._steps(math.ceil(self.n / self.world))
 
-    def _usable(self, order: np.ndarray) -> np.ndarray:
-        return order[: len(order) - len(order) % self.batch_size] if self.drop_last else order
+    def _steps(self, m: int) -> int:
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        order = self.indices(epoch)
+        if self.world > 1 and self.even and self._balanced():
+            return np.array_split(order, len(self))  # same count on every rank, sizes differ by <= 1
+        usable = order[: len(order) - len(order) % self.batch_size] if self.drop_last else order
+        return [usable[start : start + self.batch_size] for start in range(0, len(usable), self.batch_size)]
+
+    def __iter__(self):
+        epoch = self.epoch
+        for batch in self.batches(epoch):
+            yield epoch, tuple(int(i) for i in batch)
 
     def __len__(self) -> int:
-        m = len(self.indices(0))  # the same for every epoch
-        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+        if self.world > 1 and self.even and self._balanced():
+            return self._steps(math.ceil(self.n / self.world))  # the longest shard's count, on every rank
+        return self._steps(len(self.indices(0)))  # the same for every epoch
 
 
 class _BatchMaker(torch.utils.data.Dataset):
@@ -602,7 +616,7 @@ class BatchLoader:
     @property
     def num_samples(self) -> int:
         """Samples per epoch on this rank (each yields ``copies`` views)."""
-        return len(self.plan._usable(self.plan.indices(self.plan.epoch)))
+        return sum(len(b) for b in self.plan.batches(self.plan.epoch))
 
     def set_epoch(self, epoch: int) -> None:
         self.plan.epoch = int(epoch)

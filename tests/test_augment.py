@@ -146,13 +146,19 @@ def test_ranks_get_disjoint_samples_with_all_copies(toy):
         loader = make_loader(toy, "train", distributed=(rank, 2), **kw)
         loader.set_epoch(2)
         batches = _all(loader)
-        assert len(loader) == len(batches) == 3  # 11 -> 10 usable, 5 per rank, batches of 2
+        assert len(loader) == len(batches) == 3  # 11 samples: shards of 6 and 5, 3 steps on both ranks
+        assert all(1 <= len(b["id"]) // 3 <= 2 for b in batches)  # at most batch_size samples a step
         idx = torch.cat([b["index"] for b in batches])
         counts = torch.bincount(idx)
         assert set(counts[counts > 0].tolist()) == {3}  # every sample's 3 copies on this rank
+        assert loader.num_samples == len(set(idx.tolist()))
         per_rank.append(set(idx.tolist()))
     assert per_rank[0].isdisjoint(per_rank[1])
-    assert len(per_rank[0]) == len(per_rank[1]) == 5  # equal shares: DDP ranks step in lockstep
+    # an odd count: every training sample is seen exactly once per epoch across ranks, none dropped
+    assert per_rank[0] | per_rank[1] == set(range(11))
+    # drop_last keeps full batches only: ranks are cut to equal shares
+    cut = [make_loader(toy, "train", distributed=(r, 2), drop_last=True, **kw) for r in (0, 1)]
+    assert len(cut[0]) == len(cut[1]) == 2
     # evaluation: every sample exactly once across ranks, nothing dropped
     val = [
         set(torch.cat([b["index"] for b in make_loader(toy, "val", 1, distributed=(r, 2))]).tolist())
