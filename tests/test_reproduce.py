@@ -103,3 +103,18 @@ def test_text_options_reach_the_encoder(monkeypatch):
             fusion=FusionConfig(),
         )
     assert seen["mode"] == "classifier" and seen["pooling"] == "last" and seen["folds"] == 5
+
+
+def test_notebook05_fpus23_organs_with_view_ablation(tmp_path):
+    # FPUS23 adds the rows without the view field; the organs task is multi-label, scored by mAP.
+    params = {"dataset": "synthetic_fpus23", "task": "organs", "n_seeds": 1}
+    metrics = execute_notebook(NOTEBOOKS / "05_reproduce.ipynb", tmp_path, params, smoke=True)
+    assert metrics["task"] == "multilabel" and metrics["metric"] == "test_mAP"
+    m = smoke_parameters(NOTEBOOKS / "05_reproduce.ipynb")["copies"]
+    summary = metrics["summary"]
+    assert "text only · no view field" in summary
+    assert f"proposed (M={m}, all) + concat-linear · no view field" in summary
+    for row in summary.values():
+        assert row["n"] == 1 and 0.0 <= row["mean"] <= 1.0
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert "test_mAP" in runs.columns and runs["test_mAP"].notna().all()
