@@ -175,7 +175,7 @@ def balanced_grouped_split(
     not the best, keeps different seeds giving different splits. Returns the splits and the chosen seed.
     """
     rng = np.random.default_rng(seed)
-    classes = sorted({lab for r in records for lab in (r.label if isinstance(r.label, list) else [r.label])})
+    classes = sorted({lab for r in records for lab in r.labels})
     best, best_score, best_seed = None, -1.0, seed
     for i in range(candidates):
         cand_seed = seed if i == 0 else int(rng.integers(2**31))
@@ -184,7 +184,7 @@ def balanced_grouped_split(
         for recs in splits.values():
             if recs:
                 for c in classes:
-                    n = sum(c in (r.label if isinstance(r.label, list) else [r.label]) for r in recs)
+                    n = sum(c in r.labels for r in recs)
                     score = min(score, n / len(recs))
         if score > best_score:
             best, best_score, best_seed = splits, score, cand_seed

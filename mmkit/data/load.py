@@ -138,7 +138,7 @@ def dataset_stats(ds: Dataset) -> dict:
     for split, recs in ds.splits.items():
         counts = dict.fromkeys(ds.classes, 0)
         for r in recs:
-            for lab in r.label if isinstance(r.label, list) else [r.label]:
+            for lab in r.labels:
                 counts[lab] += 1
         stats["class_counts"][split] = counts
         stats["n_groups"][split] = len({r.group for r in recs if r.group is not None})

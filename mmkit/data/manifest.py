@@ -174,7 +174,7 @@ def read_manifest(
         records.append(rec)
     if multilabel:  # mixed rows: a single label is a one-element list
         for r in records:
-            r.label = r.label if isinstance(r.label, list) else [r.label]
+            r.label = r.labels
     if split_col in keys:
         splits = {k: [r for r in records if split_of[r.id] == k] for k in ("train", "val", "test")}
     elif group_col:
@@ -184,12 +184,11 @@ def read_manifest(
         rest, test = stratified_split(records, test_fraction, seed)
         train, val = stratified_split(rest, val_fraction / max(1e-9, 1 - test_fraction), seed)
         splits = {"train": train, "val": val, "test": test}
-    labels_of = (lambda r: r.label) if multilabel else (lambda r: [r.label])
-    classes = sorted({lab for r in splits["train"] for lab in labels_of(r)}, key=_natural)
+    classes = sorted({lab for r in splits["train"] for lab in r.labels}, key=_natural)
     for name in ("val", "test"):
         kept = []
         for r in splits[name]:
-            unknown = [lab for lab in labels_of(r) if lab not in classes]
+            unknown = [lab for lab in r.labels if lab not in classes]
             if unknown:
                 policy.report(
                     path,

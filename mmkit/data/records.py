@@ -90,6 +90,11 @@ class Record:
     group: Optional[str] = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def labels(self) -> list[str]:
+        """The label(s) as a list, whatever the task: ``["pho"]`` for ``label="pho"``."""
+        return self.label if isinstance(self.label, list) else [self.label]
+
 
 @dataclass
 class Dataset:
