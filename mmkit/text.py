@@ -543,12 +543,14 @@ def out_of_fold_logits(
     seed: int = 0,
     groups: Optional[Sequence] = None,
     classes: Optional[Sequence] = None,
+    embeddings: Optional[np.ndarray] = None,
     **options: Any,
 ) -> np.ndarray:
     """Logits for every row from a model that never saw that row (nor its group): k-fold stacking.
 
     ``encoder`` is a name for ``make_text_encoder`` (with ``options``) or a callable returning a fresh
-    unfitted encoder. Row i of the result belongs to ``texts[i]``.
+    unfitted encoder. Row i of the result belongs to ``texts[i]``. For a frozen embedder ``embeddings``
+    may hold the texts' embeddings already computed (row i: ``texts[i]``), so they are not computed again.
 
     Example:
         >>> t = ["a x", "a y", "a z", "b x", "b y", "b z"]
@@ -562,8 +564,15 @@ def out_of_fold_logits(
     out: Optional[np.ndarray] = None
     covered = np.zeros(len(texts), dtype=np.int64)
     probe_owner = make()
-    # Frozen embedders: embed every text once; only the probe is refitted per fold.
-    X = probe_owner.embed(texts) if isinstance(probe_owner, EmbeddingEncoder) else None
+    # Frozen embedders: embed every text once (or take the caller's embeddings); only the probe is refitted
+    # per fold.
+    X = None
+    if isinstance(probe_owner, EmbeddingEncoder):
+        X = probe_owner.embed(texts) if embeddings is None else np.asarray(embeddings)
+        if len(X) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(X)} rows of embeddings")
+    elif embeddings is not None:
+        raise ValueError(f"{probe_owner.name} is not a frozen embedder: embeddings= does not apply to it")
     for train_idx, held_idx in splits:
         enc = make()
         if X is not None:
@@ -690,7 +699,13 @@ def compute_text_features(
     table = TextFeatures(
         encoder=encoder, kind=kind, out_of_fold=kind == "logits", classes=list(dataset.classes)
     )
-    full.fit(texts, labels)
+    # A frozen embedder embeds the training texts once: its probe, the out-of-fold probes and the train
+    # split's embedding features all use these rows.
+    train_embeddings = full.embed(_as_texts(texts)) if isinstance(full, EmbeddingEncoder) else None
+    if train_embeddings is not None:
+        full.fit_embeddings(train_embeddings, labels)
+    else:
+        full.fit(texts, labels)
     for split in splits:
         recs = dataset.records(split)
         if split == "train" and kind == "logits":
@@ -702,8 +717,11 @@ def compute_text_features(
                 seed=seed,
                 groups=groups,
                 classes=list(dataset.classes),
+                embeddings=train_embeddings,
             )
             table.add(split, ids, oof)
+        elif split == "train" and recs:  # embedding features of the training rows: embedded above
+            table.add(split, ids, train_embeddings)
         elif recs:
             x = [r.text for r in recs]
             table.add(

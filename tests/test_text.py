@@ -11,6 +11,7 @@ import pytest
 
 from mmkit.data import Dataset, Record
 from mmkit.text import (
+    EmbeddingEncoder,
     TextEncoder,
     TextFeatures,
     compute_text_features,
@@ -217,3 +218,32 @@ def test_hf_dispatch_is_lazy(monkeypatch):
     assert isinstance(enc, FakeHF) and calls["args"] == ("/models/bert-tiny", {"mode": "cls"})
     with pytest.raises(ValueError, match="unknown text encoder"):
         make_text_encoder("word2vec")
+
+
+class CountingEmbedder(EmbeddingEncoder):
+    """A frozen embedder that counts the texts it embeds (a fixed vector per distinct text)."""
+
+    name = "counting"
+    embedded: list[str] = []
+
+    def embed(self, texts):
+        CountingEmbedder.embedded.extend(texts)
+        return np.stack(
+            [np.random.default_rng(sum(map(ord, t))).normal(size=8).astype(np.float32) for t in texts]
+        ).reshape(len(texts), 8)
+
+
+@pytest.mark.parametrize("features", ["embedding", "logits"])
+def test_frozen_embedder_embeds_each_text_once(tmp_path, monkeypatch, features):
+    ds = _dataset(tmp_path)
+    monkeypatch.setattr("mmkit.text.make_text_encoder", lambda name, **options: CountingEmbedder(**options))
+    CountingEmbedder.embedded = []
+    feats, enc = compute_text_features(ds, "counting", features=features, folds=3, seed=0)
+    every = [r.text for split in ("train", "val", "test") for r in ds.records(split)]
+    assert sorted(CountingEmbedder.embedded) == sorted(every)  # each split's texts embedded exactly once
+    train_texts = [r.text for r in ds.records("train")]
+    if features == "embedding":
+        assert np.array_equal(feats.values["train"], enc.embed(train_texts))
+    else:  # out-of-fold probes on the same embeddings: each row's logits from a probe that never saw it
+        assert feats.out_of_fold and feats.values["train"].shape == (len(train_texts), 3)
+        assert np.allclose(feats.values["val"], enc.predict_logits([r.text for r in ds.records("val")]))
