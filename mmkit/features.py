@@ -293,16 +293,12 @@ def build_feature_bank(
                 tmp / f"{split}.npy", "w+", np.float16, (len(split_ids), _dim(module))
             )
             if split_ids:
-                if split == "train":  # the eval view of training images (statistics, projections)
-                    loader = make_loader(
-                        dataset, "train", batch_size, preset=preset, image_size=image_size, seed=seed,
-                        num_workers=num_workers, augment=False, shuffle=False,
-                    )  # fmt: skip
-                else:
-                    loader = make_loader(
-                        dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
-                        num_workers=num_workers,
-                    )  # fmt: skip
+                # The eval view, in order; for "train" too (statistics, projections), where augment and
+                # shuffle would otherwise default to on.
+                loader = make_loader(
+                    dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
+                    num_workers=num_workers, augment=False, shuffle=False,
+                )  # fmt: skip
                 _extract(module, loader, plain, device, f"bank: {split}")
             plain.flush()
             del plain
