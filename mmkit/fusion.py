@@ -272,27 +272,21 @@ class LiveLoader:
             yield batch
 
 
-@torch.no_grad()
 def predict(
     model: Stage2Model, loader: Any, drop: Optional[str] = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(scores, targets, ids) over ``loader`` in eval mode; ``drop`` = "image" or "text" removes that
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, targets, indices) over ``loader`` in eval mode, by ``mmkit.train.predict`` (the loop ``fit``
+    scores val with: gathered across DDP ranks, in dataset order); ``drop`` = "image" or "text" removes that
     modality from every sample (the ``missing_fill`` substitute takes its place)."""
-    was = model.training
-    model.eval()
-    scores, targets, ids = [], [], []
-    for batch in loader:
-        batch = dict(batch)
-        n = len(batch["id"])
-        if drop == "image":
-            batch["image_present"] = torch.zeros(n, dtype=torch.bool)
-        elif drop == "text":
-            batch["text_present"] = torch.zeros(n, dtype=torch.bool)
-        scores.append(model(batch).float().cpu())
-        targets.append(batch["label"])
-        ids.extend(batch["id"])
-    model.train(was)
-    return torch.cat(scores).numpy(), torch.cat(targets).numpy(), ids
+    from mmkit.train import batch_forward
+    from mmkit.train import predict as predict_batches
+
+    def forward(m: nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if drop in ("image", "text"):
+            batch = {**batch, f"{drop}_present": torch.zeros(len(batch["id"]), dtype=torch.bool)}
+        return batch_forward(m, batch, device)
+
+    return predict_batches(model, loader, forward, model.fusion.image_mean.device)
 
 
 def missing_modality_report(
