@@ -386,12 +386,12 @@ def train_stage2(
         >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
     """
     from mmkit.metrics import compute_metrics
-    from mmkit.train import batch_forward, fit
+    from mmkit.train import batch_forward, default_device, fit
 
     fusion, train, augment = fusion or FusionConfig(), train or TrainConfig(), augment or AugmentConfig()
     if (bank is None) == (backbone is None):
         raise ValueError("pass either bank= (feature bank path) or backbone= (live path)")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     loaders = stage2_loaders(dataset, text, bank, augment, fusion, train.seed)
     if bank is not None:
         image_stats = _bank_stats(bank.features["train"])
