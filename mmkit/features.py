@@ -108,13 +108,23 @@ def load_backbone(
         if checkpoint is not None:
             load_backbone_weights(backbone, checkpoint)
         return backbone, type(backbone).__name__, f"sha256:{weights_sha256(backbone)}"
+    module = _create_backbone(backbone, pretrained, checkpoint, seed, image_size)
+    return module, backbone, weights_id(pretrained, checkpoint, module)
+
+
+def _create_backbone(
+    name: str,
+    pretrained: Optional[str],
+    checkpoint: Optional[Union[str, Path]],
+    seed: int,
+    image_size: Optional[int],
+) -> nn.Module:
     from mmkit.models import create_backbone
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         source = str(checkpoint) if checkpoint is not None else pretrained
-        module = create_backbone(backbone, pretrained=source, image_size=image_size)
-    return module, backbone, weights_id(pretrained, checkpoint, module)
+        return create_backbone(name, pretrained=source, image_size=image_size)
 
 
 def weights_id(
@@ -267,8 +277,8 @@ def build_feature_bank(
         return _open_bank(path, key, reused=True)
 
     start = time.perf_counter()
-    if module is None:
-        module, _, _ = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
+    if module is None:  # named by its weights file above (already hashed): only build it
+        module = _create_backbone(backbone, pretrained, checkpoint, seed, image_size)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     was_training = module.training
     module.to(device).eval()  # frozen: BatchNorm uses its running statistics, dropout is off

@@ -162,7 +162,13 @@ def test_named_backbone_with_checkpoint_reuses_without_building(ds, tmp_path, mo
     torch.manual_seed(1)
     ckpt = tmp_path / "stage1.pt"
     torch.save({"model": create_backbone("timm:test_resnet").state_dict(), "epoch": 0}, ckpt)
+    import mmkit.features
+
+    hashed = []
+    real_sha = mmkit.features.file_sha256
+    monkeypatch.setattr(mmkit.features, "file_sha256", lambda path: hashed.append(path) or real_sha(path))
     first = _build(ds, tmp_path / "bank", "timm:test_resnet", checkpoint=ckpt)
+    assert hashed == [ckpt]  # the checkpoint is read once to name the bank, not again to build it
     assert not first.reused and first.key["weights"].startswith("checkpoint:")
     assert first.key["backbone"] == "timm:test_resnet" and first.dim == 96
 
