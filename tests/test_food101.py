@@ -216,3 +216,18 @@ def test_non_utf8_bytes(tmp_path):
         read_upmc_food101(root)
     ds = read_upmc_food101(root, on_error="skip")
     assert [s.where for s in ds.skipped] == ["line 2", None]  # the row, then its image that lost its row
+
+
+def test_non_utf8_bytes_in_a_file_with_a_byte_order_mark(tmp_path):
+    root = _toy(tmp_path)
+    path = root / "texts" / "train_titles.csv"
+    data = path.read_bytes().splitlines(keepends=True)
+    data[1] = b"pho_train0.jpg,caf\xe9 soup,pho\n"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(data))
+    ds = read_upmc_food101(root, on_error="skip", val_fraction=0)
+    # Only the bad line is lost: the first row keeps its file name (the mark is not part of it).
+    assert [(s.where, Path(s.file).name) for s in ds.skipped] == [
+        ("line 2", "train_titles.csv"),
+        (None, "apple_pie_train1.jpg"),
+    ]
+    assert ds.records("train")[0].meta["file"] == data[0].split(b",")[0].decode()

@@ -26,7 +26,15 @@ from typing import Literal, Optional
 
 from tqdm.auto import tqdm
 
-from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, image_problem, stratified_split
+from mmkit.data.records import (
+    DataError,
+    Dataset,
+    ErrorPolicy,
+    Record,
+    decode_utf8,
+    image_problem,
+    stratified_split,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
@@ -95,27 +103,7 @@ def read_titles(path: str | Path, policy: Optional[ErrorPolicy] = None) -> list[
         raise DataError(
             path, None, "title file not found", "check data_root; expected texts/{train,test}_titles.csv"
         )
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        policy.report(
-            path,
-            f"line {line}",
-            f"bytes that are not UTF-8 ({raw[e.start : e.start + 4]!r} at byte {e.start})",
-            "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
-        )
-        # Skip mode: decode line by line so that only the bad lines are lost (and listed).
-        lines = []
-        for i, bline in enumerate(raw.splitlines(keepends=True), 1):
-            try:
-                lines.append(bline.decode("utf-8"))
-            except UnicodeDecodeError:
-                if i != line:
-                    policy.report(path, f"line {i}", "bytes that are not UTF-8", "re-save the file as UTF-8")
-                lines.append("\n")  # keep line numbering; the empty row is ignored below
-        text = "".join(lines)
+    text = decode_utf8(path, path.read_bytes(), policy)  # lines that are not UTF-8 come back blank
     rows: list[tuple[int, str, str, str]] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     for cols in reader:

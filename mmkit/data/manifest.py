@@ -25,6 +25,7 @@ from mmkit.data.records import (
     Dataset,
     ErrorPolicy,
     Record,
+    decode_utf8,
     grouped_split,
     image_problem,
     stratified_split,
@@ -42,23 +43,10 @@ _SPLIT_NAMES = {
 
 def _read_rows(path: Path, policy: ErrorPolicy) -> list[tuple[str, dict[str, Any]]]:
     """(where, row) pairs from a CSV (header required) or JSONL manifest."""
-    raw = path.read_bytes()
-    lines = raw.splitlines(keepends=True)
-    good: list[str] = []
-    for i, line in enumerate(lines, 1):
-        try:
-            good.append(line.decode("utf-8-sig" if i == 1 else "utf-8"))
-        except UnicodeDecodeError as e:
-            policy.report(
-                path,
-                f"line {i}",
-                f"bytes that are not UTF-8 ({line[e.start : e.start + 4]!r})",
-                "re-save as UTF-8",
-            )
-            good.append("\n")  # keeps line numbers; blank lines are no rows
+    text = decode_utf8(path, path.read_bytes(), policy)  # lines that are not UTF-8 come back blank
     rows: list[tuple[str, dict[str, Any]]] = []
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for i, line in enumerate(good, 1):
+        for i, line in enumerate(io.StringIO(text, newline=""), 1):  # \n, \r, \r\n only, like csv
             if not line.strip():
                 continue
             try:
@@ -73,7 +61,7 @@ def _read_rows(path: Path, policy: ErrorPolicy) -> list[tuple[str, dict[str, Any
                 continue
             rows.append((f"line {i}", obj))
         return rows
-    reader = csv.DictReader(io.StringIO("".join(good), newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = reader.fieldnames or []
     for obj in reader:
         where = f"row {reader.line_num}"

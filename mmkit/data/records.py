@@ -226,7 +226,39 @@ __all__ = [
 ]
 
 
-# --- image checks shared by the readers -------------------------------------------------------------------
+# --- input checks shared by the readers -------------------------------------------------------------------
+
+
+def decode_utf8(path: str | Path, raw: bytes, policy: ErrorPolicy) -> str:
+    """``raw`` (the bytes of ``path``) as text; each line that is not UTF-8 is reported and left blank.
+
+    A leading byte-order mark is dropped. A blanked line keeps the line numbers of the rest, so later errors
+    still name the right line, and readers treat a blank line as no row.
+
+    Example:
+        >>> decode_utf8("t.csv", b"\\xef\\xbb\\xbfa.jpg,pie,x\\n", ErrorPolicy())
+        'a.jpg,pie,x\\n'
+    """
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass  # some line is not UTF-8: find and report each one
+    lines: list[str] = []
+    offset = 0
+    for i, line in enumerate(raw.splitlines(keepends=True), 1):
+        try:
+            lines.append(line.decode("utf-8-sig" if i == 1 else "utf-8"))
+        except UnicodeDecodeError as e:
+            policy.report(
+                path,
+                f"line {i}",
+                f"bytes that are not UTF-8 ({line[e.start : e.start + 4]!r} at byte {offset + e.start})",
+                "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+            )
+            lines.append("\n")
+        offset += len(line)
+    return "".join(lines)
+
 
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"
@@ -267,4 +299,4 @@ def image_problem(path: Path, check: str = "fast") -> Optional[str]:
     return None
 
 
-__all__ += ["image_problem"]
+__all__ += ["decode_utf8", "image_problem"]
