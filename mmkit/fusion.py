@@ -180,6 +180,19 @@ class FusionModel(nn.Module):
             z = z * present.unsqueeze(1).to(z.dtype)  # standardised 0 == the training mean
         return z
 
+    def standardise(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        image_present: Optional[torch.Tensor] = None,
+        text_present: Optional[torch.Tensor] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's inputs: each modality standardised, absent ones substituted."""
+        return (
+            self._prepare(image, self.image_mean, self.image_std, image_present),
+            self._prepare(text, self.text_mean, self.text_std, text_present),
+        )
+
     def forward(
         self,
         image: torch.Tensor,
@@ -187,10 +200,7 @@ class FusionModel(nn.Module):
         image_present: Optional[torch.Tensor] = None,
         text_present: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        return self.head(
-            self._prepare(image, self.image_mean, self.image_std, image_present),
-            self._prepare(text, self.text_mean, self.text_std, text_present),
-        )
+        return self.head(*self.standardise(image, text, image_present, text_present))
 
 
 def modality_dropout_masks(n: int, p: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,14 +337,7 @@ def fused_features(model: Stage2Model, loader: Any) -> tuple[np.ndarray, np.ndar
     feats, ys = [], []
     for batch in loader:
         image = model.image_features(batch)
-        f = model.fusion
-        z = torch.cat(
-            [
-                f._prepare(image, f.image_mean, f.image_std, None),
-                f._prepare(batch["text_features"].to(image.device), f.text_mean, f.text_std, None),
-            ],
-            dim=1,
-        )
+        z = torch.cat(model.fusion.standardise(image, batch["text_features"].to(image.device)), dim=1)
         feats.append(z.float().cpu())
         ys.append(batch["label"])
     return torch.cat(feats).numpy(), torch.cat(ys).numpy()
