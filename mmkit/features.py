@@ -378,8 +378,9 @@ class BankLoader:
         ids = [r.id for r in recs]
         self.ids = ids
         rows = bank.rows(split, ids)  # join by id: the bank's row order does not matter
+        # Training batches draw from the K views only, other splits from the plain view: read just that one.
         self.views = torch.from_numpy(np.asarray(bank.features["train"])[rows]) if self.train else None
-        self.plain = torch.from_numpy(np.asarray(bank.plain[split])[rows])
+        self.plain = None if self.train else torch.from_numpy(np.asarray(bank.plain[split])[rows])
         self.text = torch.from_numpy(text.lookup(split, ids)).float()
         self.labels = torch.from_numpy(dataset.targets(split))
         self.epoch = 0
@@ -396,6 +397,8 @@ class BankLoader:
         return len(self.ids)
 
     def __iter__(self):
+        from mmkit.fusion import modality_dropout_masks  # once per epoch, not per batch
+
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.ids)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
@@ -419,8 +422,6 @@ class BankLoader:
                 "id": [self.ids[i] for i in rep.tolist()],
             }
             if self.modality_dropout > 0:
-                from mmkit.fusion import modality_dropout_masks
-
                 batch["image_present"], batch["text_present"] = modality_dropout_masks(
                     len(rep), self.modality_dropout, gen
                 )
