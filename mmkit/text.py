@@ -689,7 +689,11 @@ def compute_text_features(
     texts, ids = [r.text for r in train], [r.id for r in train]
     labels = dataset.targets("train")
     options = {"seed": seed, **options}
-    full = make_text_encoder(encoder, classes=list(dataset.classes), **options)
+
+    def make() -> TextEncoder:  # the full encoder and every fold's are built alike
+        return make_text_encoder(encoder, classes=list(dataset.classes), **options)
+
+    full = make()
     kind = full.kind if features == "auto" else features
     if kind not in ("logits", "embedding"):
         raise ValueError(f"features must be 'auto', 'logits' or 'embedding', got {features!r}")
@@ -710,7 +714,7 @@ def compute_text_features(
         recs = dataset.records(split)
         if split == "train" and kind == "logits":
             oof = out_of_fold_logits(
-                lambda: make_text_encoder(encoder, classes=list(dataset.classes), **options),
+                make,
                 texts,
                 labels,
                 folds=folds,
