@@ -533,7 +533,10 @@ class FusionExperiment:
 
 
 def headline_keys(task: str) -> tuple[str, ...]:
-    return ("mAP", "macro_f1") if task == "multilabel" else ("accuracy", "macro_f1")
+    """The metrics the tables show: the task's headline metric (accuracy / mAP), then macro F1."""
+    from mmkit.metrics import headline_metric
+
+    return (headline_metric(task), "macro_f1")
 
 
 def run_fusion_experiment(

@@ -113,10 +113,15 @@ def _multilabel(y: np.ndarray, s: np.ndarray, classes: list[str], threshold: flo
     return out
 
 
+def headline_metric(task: str) -> str:
+    """The task's main number: accuracy (multiclass) or mAP (multilabel); the default selection metric."""
+    return "mAP" if task == "multilabel" else "accuracy"
+
+
 def selection_value(metrics: dict[str, Any], metric: str = "auto", task: str = "multiclass") -> float:
-    """The number that picks the best epoch from ``metrics``: ``metric`` or, for "auto", accuracy
-    (multiclass) / mAP (multilabel). NaN (an empty split) counts as -inf."""
-    key = metric if metric != "auto" else ("mAP" if task == "multilabel" else "accuracy")
+    """The number that picks the best epoch from ``metrics``: ``metric`` or, for "auto", the task's
+    ``headline_metric`` (accuracy / mAP). NaN (an empty split) counts as -inf."""
+    key = metric if metric != "auto" else headline_metric(task)
     if key not in metrics:
         raise KeyError(
             f"selection metric {key!r} is not among {sorted(k for k in metrics if k != 'classes')}"
@@ -125,4 +130,4 @@ def selection_value(metrics: dict[str, Any], metric: str = "auto", task: str = "
     return -np.inf if np.isnan(v) else v
 
 
-__all__ = ["compute_metrics", "selection_value"]
+__all__ = ["compute_metrics", "headline_metric", "selection_value"]
