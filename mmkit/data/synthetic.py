@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mmkit.data.fpus23 import ORGANS  # the reader's class order: _PRESENCE rows follow it
+
 # Bump when the generators' output changes, so load_dataset regenerates cached copies.
 GENERATOR_VERSION = 2
 STAMP_FILE = ".mmkit_synthetic.json"
@@ -94,7 +96,7 @@ def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float) -> l
     elif shape == "square":
         k, radii = 4, [r]
     elif shape == "diamond":
-        k, radii, angle = 4, [r * 1.1, r * 0.6], angle
+        k, radii = 4, [r * 1.1, r * 0.6]
     elif shape == "star":
         k, radii = 5, [r, r * 0.45]
     else:
@@ -243,7 +245,6 @@ def make_synthetic_food101(
 
 # --- FPUS23 -------------------------------------------------------------------------------------------
 
-ORGANS = ["head", "arm", "abdomen", "legs"]
 POSES = ["hdvb", "hdvf", "huvb", "huvf"]
 SWEEPS = {
     "aroundabd": "abdomen",
@@ -328,7 +329,7 @@ def _draw_organ(draw: ImageDraw.ImageDraw, organ: str, g: dict[str, float], leve
 
 
 def _fpus_stream(
-    rng: np.random.Generator, out: Path, name: str, pose: str, view: str | None, probe: str, has_probe_tag: bool,
+    rng: np.random.Generator, out: Path, pose: str, view: str | None, probe: str, has_probe_tag: bool,
     n_frames: int, w: int, h: int,
 ) -> str:  # fmt: skip
     """Write one stream's frames and return its CVAT <image> elements."""
@@ -427,7 +428,7 @@ def make_synthetic_fpus23(
         frames = root / "four_poses" / name
         frames.mkdir(parents=True)
         body = _fpus_stream(
-            rng, frames, name, pose, SWEEPS[sweep], probe, s % 4 != 3, frames_per_stream, width, height
+            rng, frames, pose, SWEEPS[sweep], probe, s % 4 != 3, frames_per_stream, width, height
         )
         xml = (
             '<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n  <version>1.1</version>\n  <meta>\n'
