@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import math
@@ -90,9 +91,20 @@ def normalize(
     x = images if device is None else images.to(device, non_blocking=True)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    m = torch.tensor(mean, dtype=dtype, device=x.device).view(-1, 1, 1) * 255.0
-    inv = 1.0 / (torch.tensor(std, dtype=dtype, device=x.device).view(-1, 1, 1) * 255.0)
+    m, inv = _norm_tensors(mean, std, dtype, x.device)
     return x.to(dtype).sub_(m).mul_(inv)
+
+
+@functools.lru_cache(maxsize=32)
+def _norm_tensors(
+    mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per (statistics, dtype, device), not per batch: torch.tensor(..., device="cuda") is a
+    # blocking copy from pageable memory, which waits for all work queued on the stream (the batch's
+    # non_blocking upload, the previous step) before the host can go on.
+    m = torch.tensor(mean, dtype=dtype, device=device).view(-1, 1, 1) * 255.0
+    inv = 1.0 / (torch.tensor(std, dtype=dtype, device=device).view(-1, 1, 1) * 255.0)
+    return m, inv
 
 
 # ----------------------------------------------------------------------------------------------------------
