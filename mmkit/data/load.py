@@ -21,7 +21,13 @@ from mmkit.data.food101 import read_upmc_food101
 from mmkit.data.fpus23 import read_fpus23
 from mmkit.data.manifest import read_manifest
 from mmkit.data.records import DataError, Dataset
-from mmkit.data.synthetic import GENERATOR_VERSION, make_synthetic_food101, make_synthetic_fpus23, read_stamp
+from mmkit.data.synthetic import (
+    holds_foreign_files,
+    make_synthetic_food101,
+    make_synthetic_fpus23,
+    read_stamp,
+    stamp,
+)
 
 DATASETS = ("synthetic_food101", "synthetic_fpus23", "upmc_food101", "fpus23", "manifest")
 _GENERATORS: dict[str, tuple[str, Callable]] = {
@@ -52,10 +58,10 @@ def ensure_synthetic(dataset: str, root: str | Path | None = None) -> Path:
     kind, make = _GENERATORS[dataset]
     root = Path(root) if root is not None else default_data_root(dataset)
     settings = {k: p.default for k, p in inspect.signature(make).parameters.items() if k != "root"}
-    want = {"generator": kind, "version": GENERATOR_VERSION, "settings": settings}
+    want = stamp(kind, settings)
     if read_stamp(root) == want:
         return root
-    if root.exists() and any(root.iterdir()) and read_stamp(root) is None:
+    if holds_foreign_files(root):
         raise DataError(
             root, None, "folder exists and was not written by mmkit's generator", "choose an empty data_root"
         )

@@ -57,9 +57,13 @@ def _class_words(name: str) -> str:
     return name.replace("_", " ")
 
 
+def stamp(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the stamp file of a folder written by generator ``kind`` with ``settings`` holds."""
+    return {"generator": kind, "version": GENERATOR_VERSION, "settings": settings}
+
+
 def _write_stamp(root: Path, kind: str, settings: dict[str, Any]) -> None:
-    payload = {"generator": kind, "version": GENERATOR_VERSION, "settings": settings}
-    (root / STAMP_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+    (root / STAMP_FILE).write_text(json.dumps(stamp(kind, settings), indent=2, sort_keys=True))
 
 
 def read_stamp(root: str | Path) -> dict[str, Any] | None:
@@ -68,13 +72,19 @@ def read_stamp(root: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def holds_foreign_files(root: str | Path) -> bool:
+    """Whether ``root`` is a non-empty folder with no stamp: files this module did not write and must not touch."""
+    root = Path(root)
+    return root.exists() and any(root.iterdir()) and read_stamp(root) is None
+
+
 def _fresh(root: Path) -> Path:
     """Empty ``root`` of files this module wrote before; refuse to touch a folder it did not write."""
-    if root.exists() and any(root.iterdir()):
-        if read_stamp(root) is None:
-            raise FileExistsError(
-                f"{root} exists and holds files that mmkit did not generate; choose an empty data_root"
-            )
+    if holds_foreign_files(root):
+        raise FileExistsError(
+            f"{root} exists and holds files that mmkit did not generate; choose an empty data_root"
+        )
+    if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     return root
@@ -442,4 +452,11 @@ def make_synthetic_fpus23(
     return root
 
 
-__all__ = ["GENERATOR_VERSION", "make_synthetic_food101", "make_synthetic_fpus23", "read_stamp"]
+__all__ = [
+    "GENERATOR_VERSION",
+    "holds_foreign_files",
+    "make_synthetic_food101",
+    "make_synthetic_fpus23",
+    "read_stamp",
+    "stamp",
+]
