@@ -503,6 +503,10 @@ class _BatchPlan(torch.utils.data.Sampler):
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.rank, self.world, self.seed, self.even = rank, world, seed, even
         self.epoch = 0
+        # Can every rank cut its (possibly one shorter) shard into the same number of non-empty batches?
+        self.same_cuts = (
+            world > 1 and even and not drop_last and n // world >= self._steps(math.ceil(n / world))
+        )
 
     def indices(self, epoch: int) -> np.ndarray:
         order = np.arange(self.n)
@@ -511,21 +515,17 @@ class _BatchPlan(torch.utils.data.Sampler):
                 self.n
             )
         if self.world > 1:
-            if self.even and not self._balanced():
+            if self.even and not self.same_cuts:
                 order = order[: self.n - self.n % self.world]
             order = order[self.rank :: self.world]
         return order
-
-    def _balanced(self) -> bool:
-        """Can every rank cut its (possibly one shorter) shard into the same number of non-empty batches?"""
-        return not self.drop_last and self.n // self.world >= self._steps(math.ceil(self.n / self.world))
 
     def _steps(self, m: int) -> int:
         return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         order = self.indices(epoch)
-        if self.world > 1 and self.even and self._balanced():
+        if self.same_cuts:
             return np.array_split(order, len(self))  # same count on every rank, sizes differ by <= 1
         usable = order[: len(order) - len(order) % self.batch_size] if self.drop_last else order
         return [usable[start : start + self.batch_size] for start in range(0, len(usable), self.batch_size)]
@@ -536,7 +536,7 @@ class _BatchPlan(torch.utils.data.Sampler):
             yield epoch, tuple(int(i) for i in batch)
 
     def __len__(self) -> int:
-        if self.world > 1 and self.even and self._balanced():
+        if self.same_cuts:
             return self._steps(math.ceil(self.n / self.world))  # the longest shard's count, on every rank
         return self._steps(len(self.indices(0)))  # the same for every epoch
 
