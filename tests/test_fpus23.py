@@ -207,3 +207,18 @@ def test_frame_files_missing_from_the_xml_are_counted(small):
     ds = read_fpus23(small)
     assert ds.meta["unannotated_frames"] == {stream.name: 1}
     assert sum(map(len, ds.splits.values())) == 16 and ds.skipped == []
+
+
+def test_malformed_number_names_the_file_and_frame(small):
+    xml = next((small / "boxes" / "annotation").glob("*/annotations.xml"))
+    text = re.sub(r'(<image id="2"[^>]*>\s*<box [^>]*?)xtl="[^"]+"', r'\1xtl="12,5"', xml.read_text())
+    assert 'xtl="12,5"' in text
+    xml.write_text(text)
+    with pytest.raises(
+        DataError,
+        match=r"annotations.xml, frame frame_000002.png \(id 2\): malformed <image> or <box> attribute.*12,5",
+    ):
+        read_fpus23(small)
+    ds = read_fpus23(small, on_error="skip")
+    assert [s.where for s in ds.skipped] == ["frame frame_000002.png (id 2)"]
+    assert sum(map(len, ds.splits.values())) == 15

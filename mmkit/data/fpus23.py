@@ -118,45 +118,56 @@ def parse_cvat(xml_path: str | Path, policy: Optional[ErrorPolicy] = None) -> Op
         return None
     frames = []
     for image in tree.getroot().iter("image"):
-        boxes, tags, conflicts = [], {}, []
-        for box in image.findall("box"):
-            attrs = {a.get("name"): (a.text or "").strip() for a in box.findall("attribute")}
-            boxes.append(
-                {
-                    "label": box.get("label"),
-                    **{k: float(box.get(k, "nan")) for k in ("xtl", "ytl", "xbr", "ybr")},
-                    "occluded": box.get("occluded") == "1",
-                    "attributes": attrs,
-                }
+        try:
+            frames.append(_parse_frame(image, len(frames)))
+        except ValueError as e:  # a number that is not one (id, size, box corner)
+            policy.report(
+                xml_path,
+                f"frame {image.get('name', '')} (id {image.get('id')})",
+                f"malformed <image> or <box> attribute: {e}",
+                "re-export the stream from CVAT (format 'CVAT for images 1.1') or fix the value",
             )
-        found = [
-            (t.get("label"), a.get("name"), (a.text or "").strip())
-            for t in image.findall("tag")
-            for a in t.findall("attribute")
-        ]
-        # Some exports put frame-level fields on the boxes instead of tags: use them where no tag says otherwise.
-        for b in boxes:
-            for name, value in b["attributes"].items():
-                key = next((f for f in TAG_FIELDS if f.split("/")[1] == name), None)
-                if key:
-                    found.append((key.split("/")[0], name, value))
-        for label, name, value in found:
-            key = f"{label}/{name}"
-            if key in tags and tags[key] != value:
-                conflicts.append(f"{key}: {tags[key]!r} vs {value!r}")
-            tags.setdefault(key, value)
-        frames.append(
+    return frames
+
+
+def _parse_frame(image: ET.Element, default_id: int) -> dict[str, Any]:
+    """One ``<image>`` element as a frame dict (see ``parse_cvat``); ValueError on a malformed number."""
+    boxes, tags, conflicts = [], {}, []
+    for box in image.findall("box"):
+        attrs = {a.get("name"): (a.text or "").strip() for a in box.findall("attribute")}
+        boxes.append(
             {
-                "id": int(image.get("id", len(frames))),
-                "name": image.get("name", ""),
-                "width": int(float(image.get("width", 0))),
-                "height": int(float(image.get("height", 0))),
-                "boxes": boxes,
-                "tags": tags,
-                "conflicts": conflicts,
+                "label": box.get("label"),
+                **{k: float(box.get(k, "nan")) for k in ("xtl", "ytl", "xbr", "ybr")},
+                "occluded": box.get("occluded") == "1",
+                "attributes": attrs,
             }
         )
-    return frames
+    found = [
+        (t.get("label"), a.get("name"), (a.text or "").strip())
+        for t in image.findall("tag")
+        for a in t.findall("attribute")
+    ]
+    # Some exports put frame-level fields on the boxes instead of tags: use them where no tag says otherwise.
+    for b in boxes:
+        for name, value in b["attributes"].items():
+            key = next((f for f in TAG_FIELDS if f.split("/")[1] == name), None)
+            if key:
+                found.append((key.split("/")[0], name, value))
+    for label, name, value in found:
+        key = f"{label}/{name}"
+        if key in tags and tags[key] != value:
+            conflicts.append(f"{key}: {tags[key]!r} vs {value!r}")
+        tags.setdefault(key, value)
+    return {
+        "id": int(image.get("id", default_id)),
+        "name": image.get("name", ""),
+        "width": int(float(image.get("width", 0))),
+        "height": int(float(image.get("height", 0))),
+        "boxes": boxes,
+        "tags": tags,
+        "conflicts": conflicts,
+    }
 
 
 def balanced_grouped_split(
