@@ -80,9 +80,7 @@ def clean_title(title: str) -> str:
 
 def _looks_like_header(row: list[str]) -> bool:
     first = row[0].strip().lower()
-    return not first.endswith(IMAGE_SUFFIXES) and (
-        first in _HEADER_WORDS or any(c.strip().lower() in _HEADER_WORDS for c in row)
-    )
+    return not first.endswith(IMAGE_SUFFIXES) and any(c.strip().lower() in _HEADER_WORDS for c in row)
 
 
 def read_titles(path: str | Path, policy: Optional[ErrorPolicy] = None) -> list[tuple[int, str, str, str]]:
