@@ -143,7 +143,7 @@ def read_manifest(
         if problem:
             policy.report(img_path, f"{path.name} {where}", problem, "restore the image or remove its row")
             continue
-        rid = str(row.get(id_col, image)) if row.get(id_col) not in (None, "") else str(image)
+        rid = str(row[id_col]) if row.get(id_col) not in (None, "") else str(image)
         if rid in seen:
             policy.report(path, where, f"duplicate id {rid!r}", "give every sample its own id / image")
             continue
