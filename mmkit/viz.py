@@ -24,6 +24,10 @@ def _labels(label) -> list[str]:
     return list(label) if isinstance(label, list) else [label]
 
 
+def _label_text(label) -> str:
+    return ", ".join(_labels(label)) or "(none)"  # "(none)": a multi-label record with no label
+
+
 def plot_class_balance(ds, ax=None):
     """Bar chart of samples per class (per label for multi-label data), one bar group per split.
 
@@ -101,8 +105,7 @@ def plot_examples(
         if boxes and r.meta.get("boxes"):
             w0, h0 = r.meta.get("width") or img.shape[1], r.meta.get("height") or img.shape[0]
             draw_boxes(ax, r.meta["boxes"], (img.shape[1] / w0, img.shape[0] / h0))
-        label = ", ".join(_labels(r.label)) or "(none)"
-        ax.set_title(f"[{label}]\n" + "\n".join(textwrap.wrap(r.text, width)[:3]), fontsize=7)
+        ax.set_title(f"[{_label_text(r.label)}]\n" + "\n".join(textwrap.wrap(r.text, width)[:3]), fontsize=7)
     fig.suptitle(f"{ds.name} / {split}: examples with their text")
     fig.tight_layout()
     return fig
@@ -217,12 +220,11 @@ def _sample_indices(ds, split: str, n_samples: int, seed: int, indices=None) -> 
 
 def _row_label(ds, split: str, i: int) -> str:
     r = ds.records(split)[i]
-    label = ", ".join(_labels(r.label)) or "(none)"
 
     def cut(text: str, n: int = 20) -> str:  # ids are often one long word: textwrap.shorten would drop it
         return text if len(text) <= n else text[: n - 1] + "…"
 
-    return f"{cut(Path(r.id).name)}\n[{cut(label)}]"
+    return f"{cut(Path(r.id).name)}\n[{cut(_label_text(r.label))}]"
 
 
 def plot_copies(
