@@ -38,6 +38,7 @@ from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_
 
 ORGANS = ["head", "arm", "abdomen", "legs"]
 TAG_FIELDS = ["Orientation/Pose", "Probe/orientation", "location/View_fetus", "diagnostic_plane/plane"]
+_TAG_LABEL_OF = dict(reversed(f.split("/")) for f in TAG_FIELDS)  # attribute name -> its tag label
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 _STREAM_NAME = re.compile(r"^stream_(hd|hu)(vb|vf)_([a-z]+)_(h|v)(?:_.*)?$")
 _POSE_WORDS = {"hd": "head down", "hu": "head up", "vb": "back view", "vf": "front view"}
@@ -151,9 +152,8 @@ def _parse_frame(image: ET.Element, default_id: int) -> dict[str, Any]:
     # Some exports put frame-level fields on the boxes instead of tags: use them where no tag says otherwise.
     for b in boxes:
         for name, value in b["attributes"].items():
-            key = next((f for f in TAG_FIELDS if f.split("/")[1] == name), None)
-            if key:
-                found.append((key.split("/")[0], name, value))
+            if name in _TAG_LABEL_OF:
+                found.append((_TAG_LABEL_OF[name], name, value))
     for label, name, value in found:
         key = f"{label}/{name}"
         if key in tags and tags[key] != value:
