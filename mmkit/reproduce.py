@@ -16,8 +16,8 @@ view field, which nearly names the organ.
 
 Example:
     >>> rows = [{"method": "a", "group": "g", "seed": s, "test_accuracy": v} for s, v in enumerate([.5, .7])]
-    >>> summarize(pd.DataFrame(rows), "test_accuracy")[["method", "mean", "std", "n"]].to_dict("records")
-    [{'method': 'a', 'mean': 0.6, 'std': 0.1414213562373095, 'n': 2}]
+    >>> summarize(pd.DataFrame(rows), "test_accuracy").round(4)[["method", "mean", "std", "n"]].to_dict("records")
+    [{'method': 'a', 'mean': 0.6, 'std': 0.1414, 'n': 2}]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from mmkit.config import (
     TextConfig,
     TrainConfig,
 )
+from mmkit.metrics import headline_metric
 
 # The seed's published test-set figures (paper-notes.md), on the paper's data: shown beside ours, never mixed.
 PAPER_FIGURES = [
@@ -62,12 +63,8 @@ def paper_table() -> pd.DataFrame:
     )
 
 
-def _headline(task: str) -> str:
-    return "mAP" if task == "multilabel" else "accuracy"
-
-
 def _row(method: str, group: str, seed: int, metrics: dict[str, dict[str, Any]], task: str) -> dict[str, Any]:
-    key = _headline(task)
+    key = headline_metric(task)
     return {
         "method": method,
         "group": group,
