@@ -214,18 +214,6 @@ def grouped_split(records: list[Record], fractions: dict[str, float], seed: int)
     return out
 
 
-__all__ = [
-    "SPLITS",
-    "DataError",
-    "Dataset",
-    "ErrorPolicy",
-    "Record",
-    "Skipped",
-    "grouped_split",
-    "stratified_split",
-]
-
-
 # --- input checks shared by the readers -------------------------------------------------------------------
 
 
@@ -299,4 +287,15 @@ def image_problem(path: Path, check: str = "fast") -> Optional[str]:
     return None
 
 
-__all__ += ["decode_utf8", "image_problem"]
+__all__ = [
+    "SPLITS",
+    "DataError",
+    "Dataset",
+    "ErrorPolicy",
+    "Record",
+    "Skipped",
+    "decode_utf8",
+    "grouped_split",
+    "image_problem",
+    "stratified_split",
+]
