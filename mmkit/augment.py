@@ -505,7 +505,7 @@ class _BatchPlan(torch.utils.data.Sampler):
         self.epoch = 0
         # Can every rank cut its (possibly one shorter) shard into the same number of non-empty batches?
         self.same_cuts = (
-            world > 1 and even and not drop_last and n // world >= self._steps(math.ceil(n / world))
+            world > 1 and even and not drop_last and n > 0 and n // world >= self._steps(math.ceil(n / world))
         )
 
     def indices(self, epoch: int) -> np.ndarray:

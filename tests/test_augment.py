@@ -285,3 +285,11 @@ def test_drop_last_and_distributed_arguments(toy):
         make_loader(toy, "train", batch_size=4, distributed=True)  # torch.distributed not initialised
     with pytest.raises(ValueError, match="rank"):
         make_loader(toy, "train", batch_size=4, distributed=(2, 2))
+
+
+def test_batch_plan_of_an_empty_split_under_ddp():
+    from mmkit.augment import _BatchPlan
+
+    for rank in (0, 1):
+        plan = _BatchPlan(0, 4, True, False, rank, 2, 0, True)
+        assert len(plan) == 0 and plan.batches(0) == []
