@@ -222,3 +222,13 @@ def test_malformed_number_names_the_file_and_frame(small):
     ds = read_fpus23(small, on_error="skip")
     assert [s.where for s in ds.skipped] == ["frame frame_000002.png (id 2)"]
     assert sum(map(len, ds.splits.values())) == 15
+
+
+def test_frame_folder_without_annotations_is_counted(small):
+    extra = small / "four_poses" / "stream_hdvb_aroundhead_h_9"
+    extra.mkdir()
+    for i in range(3):
+        Image.new("L", (4, 4)).save(extra / f"frame_{i:06d}.png")
+    ds = read_fpus23(small)
+    assert ds.meta["unannotated_frames"] == {extra.name: 3}
+    assert sum(map(len, ds.splits.values())) == 16 and ds.skipped == []

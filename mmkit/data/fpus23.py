@@ -307,6 +307,14 @@ def read_fpus23(
                 "boxes": f["boxes"],
             }
             records.append(Record(f"{stream}/{f['name']}", path, text, label, stream, meta))
+    # Frame folders with no annotations.xml at all: not samples either, and a whole stream is worth a word.
+    for frame_dir in sorted(
+        p for p in (root / "four_poses").glob("*") if p.is_dir() and p.name not in annotations
+    ):
+        extra = sum(1 for _ in frame_dir.glob("*.png"))
+        if extra:
+            unannotated[frame_dir.name] = extra
+            log.warning("%s: %d frame files have no annotations.xml; they are not read", frame_dir, extra)
     splits, split_seed = balanced_grouped_split(records, dict(fractions or DEFAULT_FRACTIONS), seed)
     for name in ("train", "val", "test"):
         splits.setdefault(name, [])
