@@ -394,7 +394,7 @@ def train_stage2(
     fusion, train, augment = fusion or FusionConfig(), train or TrainConfig(), augment or AugmentConfig()
     if (bank is None) == (backbone is None):
         raise ValueError("pass either bank= (feature bank path) or backbone= (live path)")
-    device = default_device(device)
+    device = default_device(device if device is not None else train.device)  # as stage 1 does
     loaders = stage2_loaders(dataset, text, bank, augment, fusion, train.seed)
     if bank is not None:
         image_stats = _bank_stats(bank.features["train"])

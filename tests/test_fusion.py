@@ -241,3 +241,25 @@ def test_stage2_from_a_stage1_checkpoint(tmp_path):
         "checkpoint:"
     )
     assert exp.results["concat-linear"].metrics["test"]["n"] == len(ds.records("test"))
+
+
+def test_stage2_honours_the_configured_device(monkeypatch):
+    # TrainConfig.device applies to stage 2 as it does to stage 1 (an explicit device= still wins).
+    import mmkit.train as train_mod
+    from mmkit.config import TrainConfig
+    from mmkit.fusion import train_stage2
+
+    asked = []
+
+    def record(device=None):
+        asked.append(device)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(train_mod, "default_device", record)
+    for kw in (
+        {"train": TrainConfig(device="cuda:1")},
+        {"train": TrainConfig(device="cuda:1"), "device": "cpu"},
+    ):
+        with pytest.raises(RuntimeError, match="stop"):
+            train_stage2(None, None, bank=object(), **kw)
+    assert asked == ["cuda:1", "cpu"]
