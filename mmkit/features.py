@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -110,6 +111,24 @@ def load_backbone(
         return backbone, type(backbone).__name__, f"sha256:{weights_sha256(backbone)}"
     module = _create_backbone(backbone, pretrained, checkpoint, seed, image_size)
     return module, backbone, weights_id(pretrained, checkpoint, module)
+
+
+def backbone_module(
+    backbone: Union[str, nn.Module],
+    pretrained: Optional[str] = None,
+    checkpoint: Optional[Union[str, Path]] = None,
+    seed: int = 0,
+    image_size: Optional[int] = None,
+) -> nn.Module:
+    """A fresh backbone to run (and partly train) live: built by name, or a copy of ``backbone`` when it is
+    a module, so the caller's module and earlier runs' weights stay untouched. Unlike ``load_backbone`` it
+    computes no weights id: nothing is hashed."""
+    if isinstance(backbone, nn.Module):
+        module = copy.deepcopy(backbone)
+        if checkpoint is not None:
+            load_backbone_weights(module, checkpoint)
+        return module
+    return _create_backbone(backbone, pretrained, checkpoint, seed, image_size)
 
 
 def _create_backbone(

@@ -562,7 +562,7 @@ def run_fusion_experiment(
         ...                             text=TextConfig(), fusion=FusionConfig())  # doctest: +SKIP
         >>> exp.rows()  # doctest: +SKIP
     """
-    from mmkit.features import build_feature_bank, load_backbone
+    from mmkit.features import backbone_module, build_feature_bank
     from mmkit.metrics import compute_metrics
     from mmkit.text import compute_text_features
 
@@ -585,9 +585,9 @@ def run_fusion_experiment(
             device=device, num_workers=augment.num_workers,
         )  # fmt: skip
     else:
-        module = load_backbone(source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size)[
-            0
-        ]
+        module = backbone_module(
+            source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size
+        )
     heads = list(HEADS) if fusion.compare_heads and bank is not None else [fusion.head]
     if fusion.head not in heads:
         heads.insert(0, fusion.head)
@@ -602,9 +602,9 @@ def run_fusion_experiment(
     results = {h: train_stage2(dataset, table, head=h, out_dir=where(h), **common) for h in heads}
     # On the live path the baselines train their own copy of the backbone's trainable part.
     if module is not None:
-        common["backbone"] = load_backbone(
+        common["backbone"] = backbone_module(
             source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size
-        )[0]
+        )
     image_only = train_stage2(
         dataset, table, head="concat-linear", modalities="image", out_dir=where("image-only"), **common
     )

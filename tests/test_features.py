@@ -178,3 +178,28 @@ def test_named_backbone_with_checkpoint_reuses_without_building(ds, tmp_path, mo
     monkeypatch.setattr(mmkit.models, "create_backbone", no_build)
     again = _build(ds, tmp_path / "bank", "timm:test_resnet", checkpoint=ckpt)
     assert again.reused and again.path == first.path
+
+
+def test_backbone_module_is_a_fresh_copy_and_hashes_nothing(monkeypatch):
+    # The live path trains the module it gets: each run needs its own, and the caller's stays untouched.
+    import mmkit.features as features
+    from mmkit.models import create_backbone
+
+    monkeypatch.setattr(features, "file_sha256", lambda *a, **k: pytest.fail("backbone_module hashed a file"))
+    monkeypatch.setattr(
+        features, "weights_sha256", lambda *a, **k: pytest.fail("backbone_module hashed weights")
+    )
+    torch.manual_seed(0)
+    original = create_backbone("timm:test_resnet")
+    before = {k: v.clone() for k, v in original.state_dict().items()}
+    copy_ = features.backbone_module(original)
+    assert copy_ is not original
+    with torch.no_grad():
+        for p in copy_.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in original.state_dict().items())
+    a = features.backbone_module("timm:test_resnet", seed=3)
+    b = features.backbone_module("timm:test_resnet", seed=3)
+    assert a is not b and all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
