@@ -57,10 +57,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.metrics import compute_metrics, selection_value
+from mmkit.progress import progress
 
 Forward = Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
@@ -313,7 +313,9 @@ def fit(
             best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
 
     has_val = val_loader is not None and len(val_loader) > 0
-    bar = tqdm(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, disable=rank != 0)
+    # One bar per fit; each epoch's steps are a second line of it that goes when the epoch ends.
+    bar = progress(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, unit="epoch",
+                   disable=rank != 0)  # fmt: skip
     for epoch in bar:
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
@@ -321,10 +323,10 @@ def fit(
         loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of per-sample losses, samples)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))
-            # one iterator, made here: tqdm.auto calls iter() on an iterable it is given, and a second iter()
+            # one iterator, made here: tqdm calls iter() on an iterable it is given, and a second iter()
             # would move a BatchLoader on to the next epoch's draws
             batches = iter(train_loader)
-            steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
+            steps = progress(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
             for i, batch in enumerate(steps):
                 group_start = i - i % cfg.grad_accum
                 group = min(cfg.grad_accum, n_batches - group_start)  # the last group may be shorter
