@@ -291,7 +291,9 @@ def build_feature_bank(
         name, weights = backbone, weights_id(pretrained, checkpoint, None)  # no need to build it to reuse
     else:
         module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
-    key = bank_key(name, weights, preset, views, image_size, seed, dataset_fingerprint(dataset))
+    from mmkit.augment import preset_key  # a preset file is keyed by its content, not only its path
+
+    key = bank_key(name, weights, preset_key(preset), views, image_size, seed, dataset_fingerprint(dataset))
     path = Path(cache_dir) / key_hash(key)
     if (path / "bank.json").exists():
         return _open_bank(path, key, reused=True)

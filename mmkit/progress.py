@@ -61,6 +61,7 @@ class NotebookBar(_text_tqdm):
             (b for b in reversed(self._open) if not b.disable and b._cell == self._cell), None
         )
         kwargs.setdefault("ncols", _NCOLS)
+        kwargs.setdefault("ascii", False)  # the StringIO below would make tqdm fall back to "###"
         kwargs.setdefault("mininterval", 0.5)
         kwargs["file"] = io.StringIO()  # tqdm's own writer goes nowhere: display() draws
         if not kwargs.get("leave", True):
