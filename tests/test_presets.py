@@ -84,3 +84,15 @@ def test_a_preset_file_at_another_size_and_its_cache_key(tmp_path):
         load_preset(path, 32)
     with pytest.raises(FileNotFoundError, match="notebook 02's explorer"):
         build_preset(str(tmp_path / "nope.json"))
+
+
+def test_a_saved_preset_trains_in_stage1(toy, tmp_path):
+    from mmkit.config import AugmentConfig, ModelConfig, TrainConfig
+    from mmkit.train import train_stage1
+
+    path = save_preset("light", tmp_path / "light.yaml", image_size=32, scale_min=0.5)
+    r = train_stage1(
+        toy, ModelConfig("timm:test_resnet"), TrainConfig(epochs=1, lr=0.05),
+        AugmentConfig(preset=str(path), image_size=32, batch_size=2, copies=2), out_dir=tmp_path / "s1",
+    )  # fmt: skip
+    assert r.checkpoint.is_file() and len(r.history) == 1
