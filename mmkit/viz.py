@@ -214,8 +214,8 @@ def plot_views(
             if cell_labels:
                 text, colour = cell_labels[i][j]
                 ax.set_xlabel(text, fontsize=8, color=colour)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # wrapped to the figure's width (about 0.55 em per character at 10 pt)
+        fig.suptitle(textwrap.fill(title, max(20, int(fig.get_figwidth() * 72 / 5.5))), fontsize=10)
     fig.tight_layout()
     return fig
 
