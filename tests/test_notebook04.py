@@ -6,7 +6,7 @@ from pathlib import Path
 
 from notebook_checks import check_reads_well
 
-from mmkit.fusion import HEADS
+from mmkit.heads import HEADS
 from mmkit.run import NOTEBOOKS, execute_notebook
 
 NOTEBOOK = NOTEBOOKS / "04_multimodal_fusion.ipynb"
