@@ -89,9 +89,13 @@ def label_agreement(
     idx = sorted(int(i) for i in rng.choice(len(recs), size=min(n_samples, len(recs)), replace=False))
     targets = dataset.targets(split)[idx]
     truth = targets if targets.ndim == 1 else None
+    from mmkit.progress import progress
+
     rows = []
+    bar = progress(total=len(presets) * len(strengths), desc="label agreement", unit="setting")
     for name in presets:
         for strength in strengths:
+            bar.set_postfix_str(f"{name} x{strength:g}")
             p = build_preset(name, size, **scaled_params(name, float(strength)))
             clean, _ = predict_views(model, preview(dataset, split, idx, p, seed=seed, train=False))
             pred, conf = predict_views(model, preview(dataset, split, idx, p, copies=copies, seed=seed))
@@ -106,6 +110,9 @@ def label_agreement(
                     "views": int(pred.size),
                 }
             )
+            bar.update()
+    bar.set_postfix_str("")
+    bar.close()
     return pd.DataFrame(rows)
 
 

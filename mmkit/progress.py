@@ -6,10 +6,10 @@ found" once the kernel is gone (a saved notebook reopened, nbconvert HTML), and 
 head buried notebook 04's results behind "Show more outputs". Here a bar is one ``text/plain`` display
 output, redrawn in place through its display id, so the saved notebook keeps its last state as text.
 
-A bar opened while another one runs (an epoch's steps inside the epochs) is drawn as a second line of the
-outer bar's output instead of a new output, and it disappears when it closes (``leave=False``) or stays as
-that line (``leave=True``) until the outer bar closes. A cell therefore keeps one output per top-level
-step, however many epochs or heads ran inside it. A ``leave=False`` bar that finishes within ``delay``
+A bar opened while another one runs (an epoch's steps inside the epochs, a stage-1 run inside 05's grid)
+is drawn as a further line of the outer bar's output instead of a new output, and that line goes when the
+inner bar closes: the outer bar sums it up. A cell therefore keeps one line per top-level step, however
+many epochs, heads or seeds ran inside it. A ``leave=False`` bar that finishes within ``delay``
 seconds (default 1) is never shown at all.
 
 Example:
@@ -101,7 +101,7 @@ class NotebookBar(_text_tqdm):
         super().close()  # draws the final state (leave=True) or an empty line (leave=False)
         if self in self._open:
             self._open.remove(self)
-        if self._parent is not None and not self.leave:
+        if self._parent is not None:  # a nested bar's line goes; its parent's line sums it up
             self._parent._children.remove(self)
             self._parent._draw()
 

@@ -173,7 +173,9 @@ def predict(
     was = model.training
     model.eval()
     scores, targets, index = [], [], []
-    for batch in loader:
+    # Scoring a large split takes a while: a transient line (inside fit, a second line of its bar).
+    for batch in progress(loader, desc="scoring", unit="batch", leave=False, total=len(loader),
+                          disable=_rank_world()[0] != 0):  # fmt: skip
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
             logits, y = forward(model, batch, device)
         scores.append(logits.float().cpu())

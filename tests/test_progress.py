@@ -20,6 +20,8 @@ def test_in_a_kernel_nested_bars_leave_one_text_output():
         "for e in progress(range(4), desc='epochs', mininterval=0):\n"
         "    for s in progress(range(50), desc=f'steps {e}', leave=False, delay=0, mininterval=0):\n"
         "        pass\n"
+        "    for k in progress(range(2), desc=f'kept {e}', delay=0, mininterval=0):\n"  # nested: goes too
+        "        pass\n"
         "for f in progress(range(3), desc='quick', leave=False):\n"  # done within its delay: never shown
         "    pass\n"
         "print('done')\n"
@@ -30,6 +32,6 @@ def test_in_a_kernel_nested_bars_leave_one_text_output():
     assert [o.output_type for o in outputs] == ["display_data", "stream"], outputs
     text = outputs[0].data["text/plain"]
     assert "epochs" in text and "4/4" in text
-    assert "steps" not in text  # the inner bars closed with leave=False
+    assert "steps" not in text and "kept" not in text  # the nested bars' lines went when they closed
     assert "application/vnd.jupyter.widget-view+json" not in outputs[0].data
     assert outputs[1].text == "done\n"
