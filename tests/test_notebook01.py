@@ -2,6 +2,8 @@
 
 import json
 
+from notebook_checks import check_reads_well
+
 from mmkit.config import DataConfig
 from mmkit.data import load_dataset
 from mmkit.run import execute_notebook
@@ -15,6 +17,7 @@ def test_notebook01_on_the_synthetic_default(repo_root, tmp_path):
         {"data_root": data_root},
         smoke=True,
     )
+    check_reads_well(tmp_path / "out" / "01_explore_dataset.ipynb")  # <= 20 outputs a cell, no dead widget
     ds = load_dataset(DataConfig(dataset="synthetic_food101", data_root=data_root))
     assert {k: metrics[f"n_{k}"] for k in ("train", "val", "test")} == ds.summary()
     assert metrics["n_classes"] == len(ds.classes) and metrics["classes"] == ds.classes

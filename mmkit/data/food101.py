@@ -24,8 +24,6 @@ import re
 from pathlib import Path
 from typing import Literal, Optional
 
-from tqdm.auto import tqdm
-
 from mmkit.data.records import (
     DataError,
     Dataset,
@@ -35,6 +33,7 @@ from mmkit.data.records import (
     image_problem,
     stratified_split,
 )
+from mmkit.progress import progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
@@ -152,7 +151,7 @@ def _read_split(
     images = _index_images(root / "images" / split)
     seen: dict[str, int] = {}
     records: list[Record] = []
-    for row_no, file, raw_title, label in tqdm(rows, desc=f"food101 {split}", leave=False, mininterval=1):
+    for row_no, file, raw_title, label in progress(rows, desc=f"food101 {split}", leave=False, mininterval=1):
         where = f"row {row_no} ({file})"
         if file in seen:
             policy.report(

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_split, image_problem, log
+from mmkit.progress import progress
 
 ORGANS = ["head", "arm", "abdomen", "legs"]
 TAG_FIELDS = ["Orientation/Pose", "Probe/orientation", "location/View_fetus", "diagnostic_plane/plane"]
@@ -242,7 +242,7 @@ def read_fpus23(
     records: list[Record] = []
     n_boxes = 0
     unannotated: dict[str, int] = {}
-    for stream, xml_path in tqdm(annotations.items(), desc="fpus23 streams", leave=False):
+    for stream, xml_path in progress(annotations.items(), desc="fpus23 streams", leave=False):
         frames = parse_cvat(xml_path, policy)
         if frames is None:
             continue
