@@ -293,13 +293,16 @@ def rows_to_dataset(
     fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
     if split_col in columns:
         splits = {k: [r for r in records if split_of[r.id] == k] for k in ("train", "val", "test")}
-        for name in ("test", "val"):  # a split the column doesn't give is carved from train
-            frac = fractions[name] / max(1e-9, fractions["train"] + fractions[name])
+        given = "the dataset's splits" if split_col.startswith("__mmkit") else f"column {split_col!r}"
+        for name in (
+            "test",
+            "val",
+        ):  # a split the column doesn't give is carved from train, as Food-101's val
             if not splits[name] and splits["train"] and fractions[name] > 0:
-                splits["train"], splits[name] = _carve(splits["train"], frac, grouped_by, seed)
+                splits["train"], splits[name] = _carve(splits["train"], fractions[name], grouped_by, seed)
                 warn(
-                    f"{source}: column {split_col!r} names no {name} rows; {name} is carved from train "
-                    f"({len(splits[name])} rows, {name}_fraction={fractions[name]})",
+                    f"{source}: {given} give no {name} rows; {name} is carved from train "
+                    f"({len(splits[name])} rows, {name}_fraction={fractions[name]} of the training rows)",
                     warnings_,
                 )
     elif grouped_by:
@@ -421,7 +424,7 @@ def read_manifest(
     """Read a CSV, JSONL or Parquet manifest into a ``Dataset``.
 
     Splits come from ``split_col`` when the manifest has it (train / val|valid|dev / test; a split it lacks
-    is carved from train); otherwise test and then val are carved off, seeded, at the row shares
+    is carved from train: ``val_fraction`` / ``test_fraction`` of the training rows); otherwise test and then val are carved off, seeded, at the row shares
     ``test_fraction`` and ``val_fraction``: grouped by ``group_col`` (or by image, when images repeat), else
     stratified by label.
 
