@@ -45,8 +45,9 @@ def warn(message: str, collect: Optional[list[str]] = None) -> None:
 
 def repo_root() -> Path:
     """The checkout holding mmkit (the current directory when mmkit is installed elsewhere)."""
-    here = Path(__file__).resolve().parents[2]
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+    from mmkit.paths import ROOT
+
+    return ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 
 def hint(name: str, value: Any) -> str:
