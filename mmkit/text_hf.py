@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmkit.text import EmbeddingEncoder, TextEncoder, _as_texts
+from mmkit.text_base import EmbeddingEncoder, TextEncoder, _as_texts
 
 MODES = ("features", "classifier")
 POOLINGS = ("auto", "cls", "mean", "last")
@@ -269,11 +269,11 @@ class HFTextEncoder(TextEncoder):
 
     def _batches(self, texts: list[str], desc: str):
         """(positions, tokenized batch) over ``texts`` sorted by length (less padding), with a progress bar."""
-        from tqdm.auto import tqdm
+        from mmkit.progress import progress
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         starts = range(0, len(texts), self.batch_size)
-        for s in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+        for s in progress(starts, desc=desc, disable=not self.progress, leave=False):
             idx = order[s : s + self.batch_size]
             yield idx, self._tokenize([texts[i] for i in idx])
 
@@ -362,7 +362,7 @@ class HFClassifier(HFTextEncoder):
         ]
 
     def fit(self, texts: Sequence[str], labels: Any) -> HFClassifier:
-        from tqdm.auto import tqdm
+        from mmkit.progress import progress
 
         texts = _as_texts(texts)
         y = torch.as_tensor(self._targets(labels, len(texts)))
@@ -387,7 +387,7 @@ class HFClassifier(HFTextEncoder):
             loss_fn = nn.BCEWithLogitsLoss() if self.multilabel_ else nn.CrossEntropyLoss()
             gen = torch.Generator().manual_seed(self.seed)
             self.model.train()
-            bar = tqdm(total=total, desc=f"{self.name} fine-tune", disable=not self.progress, leave=False)
+            bar = progress(total=total, desc=f"{self.name} fine-tune", disable=not self.progress, leave=False)
             for _ in range(self.epochs):
                 order = torch.randperm(len(texts), generator=gen).tolist()
                 for s in range(0, len(texts), self.batch_size):
