@@ -99,7 +99,9 @@ class ErrorPolicy:
 
     def report(self, file: str | Path, where: Optional[str], problem: str, fix: str) -> None:
         if self.on_error == "raise":
-            raise DataError(file, where, problem, fix)
+            raise DataError(
+                file, where, problem, f"{fix}. To skip such inputs instead: {hint('on_error', 'skip')}"
+            )
         self.skipped.append(Skipped(str(file), where, problem))
 
     def log_summary(self, source: str) -> None:
