@@ -128,7 +128,9 @@ def run_comparison(
         no_view = load_dataset(replace(data, include_view=False))
     rows: list[dict[str, Any]] = []
     seeds = [train.seed + i for i in range(repro.n_seeds)]
-    bar = progress(total=len(seeds) * (1 + len(stage1_variants(repro, augment.copies))), desc="05 grid")
+    bar = progress(
+        total=len(seeds) * (1 + len(stage1_variants(repro, augment.copies))), desc="05 grid", unit="run"
+    )
 
     def bank_for(seed: int, checkpoint: Optional[Path]) -> Any:
         return build_feature_bank(

@@ -195,8 +195,7 @@ def plot_views(
         views = arr.reshape(-1, int(copy.max()) + 1, *arr.shape[1:])
     views = np.asarray(views)
     n, m = views.shape[:2]
-    # Cells keep at least ~1.4 inch however many copies, so the labels stay readable at 8 copies (the
-    # figure grows instead); labels are set in points, which the explorer renders at 1 px per point.
+    # Labels are set in points, which the explorer renders at 1 px per point: 9-10 px text.
     extra = 0.3 if cell_labels else 0.0
     fig, axes = plt.subplots(
         n, m, figsize=(size * m + 0.6, (size + extra) * n + (0.5 if title else 0)), squeeze=False
@@ -210,7 +209,7 @@ def plot_views(
             if i == 0 and col_labels:
                 ax.set_title(col_labels[j], fontsize=9)
             if j == 0 and row_labels:
-                ax.set_ylabel(row_labels[i], fontsize=9)
+                ax.set_ylabel(row_labels[i], fontsize=10)
             if cell_labels:
                 text, colour = cell_labels[i][j]
                 ax.set_xlabel(text, fontsize=8, color=colour)
@@ -290,7 +289,11 @@ def plot_copies(
     strengths = ", ".join(f"{k}={v:g}" for k, v in p.params.items())
     title = f"preset {p.name!r} ({strengths}), seed {seed}, epoch {epoch}"
     labels = _prediction_labels(model, grid) if model is not None else None
-    return plot_views(grid, [_row_label(ds, split, i) for i in idx], cols, title=title, cell_labels=labels)
+    # At most ~13 inches wide (940 px at the explorer's 72 dpi): JupyterLab then shows the picture at its
+    # own size instead of scaling it, and its labels, down to the cell's width.
+    size = min(1.8, 12.5 / len(cols))
+    rows = [_row_label(ds, split, i) for i in idx]
+    return plot_views(grid, rows, cols, size=size, title=title, cell_labels=labels)
 
 
 def plot_presets(

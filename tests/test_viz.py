@@ -158,3 +158,16 @@ def test_class_balance_legend_covers_no_bar():
     legend = ax.get_legend().get_window_extent()
     assert not any(bar.get_window_extent().overlaps(legend) for bar in ax.patches)
     plt.close(fig)
+
+
+def test_labels_stay_readable_at_8_copies(toy):
+    import io
+
+    from PIL import Image as PILImage
+
+    panel = _explorer(toy, preset="seed")
+    panel.copies.value = 8
+    width, _ = PILImage.open(io.BytesIO(panel.png)).size
+    assert width <= 1000  # JupyterLab shows it at its own size: 10 px row labels stay 10 px
+    fig = plot_copies(toy, preset="seed", copies=8, n_samples=2, image_size=32)
+    assert fig.axes[0].yaxis.label.get_fontsize() >= 10 and fig.axes[0].title.get_fontsize() >= 9

@@ -42,7 +42,7 @@ def skip_report(ds: Dataset, source: str, threshold: float = SKIP_WARN_SHARE) ->
         top, count = reasons[0]
         warn(
             f"{source}: on_error='skip' dropped {share:.0%} of the inputs ({n} of {n + kept}); most common "
-            f"reason: {top} ({count}). See ds.skipped for the list, or run with on_error='raise' to stop at "
+            f"reason: {top} ({count}). See ds.skipped for the list, or {hint('on_error', 'raise')} to stop at "
             "the first one",
             ds.meta.setdefault("warnings", []),
         )
@@ -74,8 +74,9 @@ def require_splits(ds: Dataset, source: str, val_fraction: float) -> None:
         None,
         f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
         f"({', '.join(f'{k}: {len(v)}' for k, v in ds.splits.items())}){why}",
-        "fix the inputs that were skipped (on_error='raise' stops at the first), or check data_root and "
-        "the split options (val_fraction, test_fraction, split_file, split_col)",
+        f"fix the inputs that were skipped ({hint('on_error', 'raise')} stops at the first), or check the "
+        "notebook parameters data_root, val_fraction, test_fraction, split_file and split_col (the DataConfig "
+        "fields of the same names)",
     )
 
 

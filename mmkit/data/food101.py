@@ -111,7 +111,11 @@ def read_titles(path: str | Path, policy: Optional[ErrorPolicy] = None) -> list[
     policy = policy or ErrorPolicy("raise")
     if not path.is_file():
         raise DataError(
-            path, None, "title file not found", "check data_root; expected texts/{train,test}_titles.csv"
+            path,
+            None,
+            "title file not found",
+            "check the notebook parameter data_root (Python: read_upmc_food101(root), or DataConfig(data_root=...)); "
+            "it must hold texts/{train,test}_titles.csv",
         )
     text = decode_utf8(path, path.read_bytes(), policy)  # lines that are not UTF-8 come back blank
     rows: list[tuple[int, str, str, str]] = []
@@ -270,7 +274,8 @@ def read_upmc_food101(
             root,
             None,
             "not a UPMC Food-101 folder (needs images/ and texts/)",
-            "point data_root at the folder holding images/{train,test} and texts/{train,test}_titles.csv",
+            "point the notebook parameter data_root (Python: read_upmc_food101(root), or DataConfig(data_root=...)) "
+            "at the folder holding images/{train,test} and texts/{train,test}_titles.csv",
         )
     policy = ErrorPolicy(on_error)
     train = _read_split(root, "train", policy, check_images, None)

@@ -58,7 +58,10 @@ def ensure_synthetic(dataset: str, root: str | Path | None = None) -> Path:
         return root
     if holds_foreign_files(root):
         raise DataError(
-            root, None, "folder exists and was not written by mmkit's generator", "choose an empty data_root"
+            root,
+            None,
+            "folder exists and was not written by mmkit's generator",
+            "set the notebook parameter data_root (Python: DataConfig(data_root=...)) to an empty or new folder",
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     with _lock(root.with_name(f".{root.name}.lock")):

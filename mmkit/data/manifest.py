@@ -424,9 +424,9 @@ def read_manifest(
     """Read a CSV, JSONL or Parquet manifest into a ``Dataset``.
 
     Splits come from ``split_col`` when the manifest has it (train / val|valid|dev / test; a split it lacks
-    is carved from train: ``val_fraction`` / ``test_fraction`` of the training rows); otherwise test and then val are carved off, seeded, at the row shares
-    ``test_fraction`` and ``val_fraction``: grouped by ``group_col`` (or by image, when images repeat), else
-    stratified by label.
+    is carved from train: ``val_fraction`` / ``test_fraction`` of the training rows). Otherwise test and then
+    val are carved off, seeded, at the row shares ``test_fraction`` and ``val_fraction``: grouped by
+    ``group_col`` (or by image, when images repeat), else stratified by label.
 
     Example:
         >>> ds = read_manifest("data.csv", group_col="patient", seed=1)  # doctest: +SKIP

@@ -99,7 +99,9 @@ class ErrorPolicy:
 
     def report(self, file: str | Path, where: Optional[str], problem: str, fix: str) -> None:
         if self.on_error == "raise":
-            raise DataError(file, where, problem, fix)
+            raise DataError(
+                file, where, problem, f"{fix}. To skip such inputs instead: {hint('on_error', 'skip')}"
+            )
         self.skipped.append(Skipped(str(file), where, problem))
 
     def log_summary(self, source: str) -> None:
@@ -213,7 +215,7 @@ def stratified_split(
         ...     Record("x", Path("x.jpg"), "t", "c")]
         >>> train, val = stratified_split(recs, 0.2, seed=0)
         >>> "c" in {r.label for r in train}, len(val)
-        (True, 2)
+        (True, 3)
     """
     from sklearn.model_selection import train_test_split
 
@@ -257,13 +259,14 @@ def grouped_split(
 
     ``fractions`` maps split name to its share of the rows, e.g. ``{"train": .7, "val": .15, "test": .15}``;
     the first name is the rest (train). The other splits are carved off one after the other, last first
-    (test, then val from what is left). Each carve takes the best of ``candidates`` seeded shuffles of
-    ``sklearn.model_selection.StratifiedGroupKFold``: every fold of every shuffle is a candidate, scored by
-    how far its row share is from the target, with a large penalty for each class it would take out of the
-    rest (train must keep every class) and a smaller one for each class it lacks that it could hold (a class
-    spread over two or more groups). Folds of roughly ``1 / share`` of the groups give candidates near the
-    target size; taking the best of several shuffles absorbs groups of very different sizes. The seed
-    drives the shuffles, so seeds still move the split. A warning says when a split ends up more than 5
+    (test, then val from what is left). Each carve scores candidate sets of groups: every fold of
+    ``candidates`` seeded ``sklearn.model_selection.StratifiedGroupKFold`` splits into about ``1 / share``
+    folds (class-balanced), plus, per round, the shortest prefixes of a seeded shuffle of the groups that
+    reach the target (size-matched). A candidate's score is how far its row share is from the target, plus a
+    large penalty for each class it would take out of the rest (train must keep every class) and a smaller
+    one (0.1, i.e. 10 points of share) for each class it lacks that it could hold (a class spread over two
+    or more groups). The seed picks among the candidates within 1 point of the best, so seeds still move
+    the split wherever the groups leave a choice. A warning says when a split ends up more than 5
     points from its share, or without a class the data has (also appended to ``collect`` when given;
     ``report=False`` leaves it out).
 
@@ -326,12 +329,17 @@ def _carve(
     spread = (counts > 0).sum(0) >= 2  # classes that can sit on both sides
     y = np.array([_primary_label(r) for r in records])
     k = int(np.clip(round(len(records) / max(target, 1.0)), 2, len(gnames)))
-    best, best_score = None, np.inf
+    scored: dict[bytes, tuple[float, np.ndarray]] = {}
     for _ in range(candidates):
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(rng.integers(2**31)))
         with _warnings.catch_warnings():  # "least populated class has fewer members than n_splits"
             _warnings.simplefilter("ignore", UserWarning)
             folds = [np.unique(g_of[te]) for _, te in splitter.split(np.zeros(len(y)), y, g_of)]
+        # StratifiedGroupKFold only shuffles groups of equal class mix, so with distinct groups its folds
+        # barely change; random prefixes of a shuffled group order add candidates of the target size.
+        perm = rng.permutation(len(gnames))
+        j = int(np.searchsorted(np.cumsum(sizes[perm]), target))
+        folds += [perm[:i] for i in (j, j + 1) if 0 < i < len(gnames)]
         for groups in folds:
             mask = np.zeros(len(gnames), dtype=bool)
             mask[groups] = True
@@ -340,9 +348,12 @@ def _carve(
             score = abs(sizes[mask].sum() - target) / n_all
             score += 10.0 * int(np.sum(present & (left_counts == 0)))  # train keeps every class
             score += 0.1 * int(np.sum(spread & (taken_counts == 0)))  # val/test hold every class they can
-            if score < best_score:
-                best, best_score = mask, score
-    assert best is not None
+            scored.setdefault(mask.tobytes(), (score, mask))
+    # The seed picks among the candidates within 1 point of the best (same classes kept): with a few
+    # lumpy groups the best is often unique, but where several are about as good, seeds must move the split.
+    best_score = min(sc for sc, _ in scored.values())
+    near = [m for sc, m in sorted(scored.values(), key=lambda t: t[0]) if sc <= best_score + 0.01]
+    best = near[int(rng.integers(len(near)))]
     return {i for i, g in enumerate(g_of) if best[g]}
 
 
