@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
             "Record",
             "load_dataset",
             "read_fpus23",
+            "read_hf",
             "read_manifest",
             "read_upmc_food101",
         ],

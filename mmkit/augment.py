@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import io
 import json
+import logging
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -40,6 +41,8 @@ import torch
 from PIL import Image, ImageOps
 
 from mmkit.data.records import DataError, Dataset
+
+log = logging.getLogger("mmkit.augment")
 
 # ----------------------------------------------------------------------------------------------------------
 # Normalisation statistics (applied once per batch by `normalize`)
@@ -664,7 +667,8 @@ class _BatchPlan(torch.utils.data.Sampler):
     With ``even`` (training) every rank must run the same number of steps (DDP needs that) although shards
     may differ by one sample: each rank cuts its shard into the same number of near-equal batches (at most
     ``batch_size``) instead of dropping or repeating samples. Only where that is impossible (a shard
-    shorter than the number of steps, or ``drop_last``) is the order cut to a multiple of the world size.
+    shorter than the number of steps, or ``drop_last``) is the order cut to a multiple of the world size,
+    and the cut (``cut`` samples per epoch) is logged once, on rank 0.
     Evaluation splits are never cut: ranks may get one sample more or less.
     """
 
@@ -677,6 +681,20 @@ class _BatchPlan(torch.utils.data.Sampler):
         self.same_cuts = (
             world > 1 and even and not drop_last and n > 0 and n // world >= self._steps(math.ceil(n / world))
         )
+        self.cut = n % world if world > 1 and even and not self.same_cuts else 0  # samples left out per epoch
+        if self.cut and rank == 0:
+            why = (
+                "drop_last=True cuts the order to a multiple of the world size"
+                if drop_last
+                else f"shards of {n // world}-{math.ceil(n / world)} samples cannot be cut into the same "
+                f"number of batches at batch_size={batch_size}; a larger batch_size trains on all of them"
+            )
+            which = "a different set each epoch, by the shuffle" if shuffle else "the last ones, every epoch"
+            log.warning(
+                "DDP loader: %d of the %d training samples are left out each epoch (%s; %d ranks must run "
+                "the same number of steps): %s.",
+                self.cut, n, which, world, why,
+            )  # fmt: skip
 
     def indices(self, epoch: int) -> np.ndarray:
         order = np.arange(self.n)
@@ -794,6 +812,11 @@ class BatchLoader:
     @property
     def preset(self) -> Preset:
         return self.maker.preset
+
+    @property
+    def world_size(self) -> int:
+        """Ranks this loader's split is sharded over (1: this rank sees the whole split)."""
+        return self.plan.world
 
     @property
     def num_samples(self) -> int:

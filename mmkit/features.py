@@ -23,11 +23,14 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -166,17 +169,13 @@ def weights_id(
 def load_backbone_weights(module: nn.Module, checkpoint: Union[str, Path]) -> nn.Module:
     """Load a stage-1 checkpoint's backbone weights into ``module`` (strict on the backbone's keys).
 
-    Accepts a plain state dict, or a dict holding one under "model"/"state_dict"/"backbone"; keys
-    prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
+    Accepts what ``mmkit.models.read_state_dict`` reads (a plain state dict, safetensors, or one held under
+    "model"/"state_dict"/"backbone"/...), through its safe loader (``weights_only=True``: no code runs);
+    keys prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(state, dict):
-        for k in ("backbone", "model", "state_dict", "model_state"):
-            if k in state and isinstance(state[k], dict):
-                state = state[k]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{checkpoint}: not a state dict or a checkpoint holding one")
+    from mmkit.models import read_state_dict
+
+    state = read_state_dict(checkpoint)
     own = set(module.state_dict())
     if not own & set(state):
         for prefix in ("backbone.", "module.backbone.", "model.backbone."):
@@ -261,6 +260,57 @@ def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.devi
         bar.update()
 
 
+BANK_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's build under torchrun
+
+
+def _rank0_builds(build: Callable[..., FeatureBank]) -> Callable[..., FeatureBank]:
+    """Under torchrun (torch.distributed initialised, world > 1) only rank 0 runs ``build``; the other ranks
+    wait for it and open the bank it wrote. Without this every rank would encode the whole dataset again,
+    and race to rename the same folder.
+
+    The wait is a broadcast on a gloo group of its own with a long timeout (``BANK_WAIT``): a large bank
+    takes longer than NCCL's watchdog allows. A failure on rank 0 reaches the others as an error instead
+    of a hang. ``cache_dir`` must be on a file system every rank sees (one machine: any local folder).
+    """
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> FeatureBank:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return build(*args, **kwargs)
+        group = dist.new_group(backend="gloo", timeout=BANK_WAIT)
+        try:
+            message: list[Any] = [None]
+            if dist.get_rank() == 0:
+                try:
+                    bank = build(*args, **kwargs)
+                except BaseException as err:
+                    message = [f"{type(err).__name__}: {err}"]
+                    dist.broadcast_object_list(message, 0, group=group)
+                    raise
+                message = [(str(bank.path), bank.key, bank.reused)]
+                dist.broadcast_object_list(message, 0, group=group)
+                return bank
+            dist.broadcast_object_list(message, 0, group=group)  # waits while rank 0 builds
+        finally:
+            dist.destroy_process_group(group)
+        if isinstance(message[0], str):
+            raise RuntimeError(
+                f"rank 0 could not build the feature bank, so this rank has none: {message[0]}"
+            )
+        path, key, reused = message[0]
+        if not (Path(path) / "bank.json").exists():
+            raise FileNotFoundError(
+                f"rank 0 built the feature bank {path}, but rank {dist.get_rank()} cannot see it: put "
+                "bank_dir (cache_dir=) on a file system every rank can read"
+            )
+        return _open_bank(Path(path), key, reused)
+
+    return wrapper
+
+
+@_rank0_builds
 def build_feature_bank(
     dataset: Any,
     backbone: Union[str, nn.Module],
@@ -278,7 +328,8 @@ def build_feature_bank(
 ) -> FeatureBank:
     """Compute (or reuse) the feature bank of ``dataset`` under a frozen ``backbone``.
 
-    ``batch_size`` counts images per forward pass (samples x views for the training split).
+    ``batch_size`` counts images per forward pass (samples x views for the training split). Under
+    torchrun rank 0 builds the bank and the other ranks wait and open it.
 
     Example:
         >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64)  # doctest: +SKIP

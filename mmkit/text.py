@@ -360,7 +360,11 @@ def fold_indices(
         if stratify:
             splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
             return list(splitter.split(X, y, groups))
-        return list(GroupKFold(folds, shuffle=True, random_state=seed).split(X, groups=groups))
+        # GroupKFold(shuffle=) needs scikit-learn >= 1.6: shuffle the groups by relabelling them instead
+        # (it balances fold sizes by group size, breaking ties by label), which works on every version
+        _, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+        relabel = np.random.default_rng(seed).permutation(inverse.max() + 1)[inverse]
+        return list(GroupKFold(folds).split(X, groups=relabel))
     if stratify:
         return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
     return list(KFold(folds, shuffle=True, random_state=seed).split(X))

@@ -253,8 +253,10 @@ class HFTextEncoder(TextEncoder):
         empty = mask.sum(1) == 0
         if empty.any():
             if ids.shape[1] == 0:
-                ids = torch.full((len(texts), 1), tokenizer.pad_token_id, dtype=ids.dtype)
-                mask = torch.zeros((len(texts), 1), dtype=mask.dtype)
+                # token ids are integers; the dtypes are not taken from the tokenizer's output, which
+                # transformers 4.45 (the floor) gives as a float [N, 0] tensor for a batch of empty texts
+                ids = torch.full((len(texts), 1), tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(texts), 1), dtype=torch.long)
             candidates = ("bos_token_id", "eos_token_id", "cls_token_id", "unk_token_id", "pad_token_id")
             filler = next(t for t in (getattr(tokenizer, c) for c in candidates) if t is not None)
             empty = mask.sum(1) == 0
