@@ -9,6 +9,8 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.heads     fusion heads  |  mmkit.stage2: train them  |  mmkit.train: one fit loop -> checkpoints
     mmkit.experiment  notebook 04: every head beside the single-modality baselines -> tables, metrics
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
+    mmkit.agreement label_agreement: does an augmentation keep the model's prediction?
+    mmkit.checks    check_inputs: missing files named before a slow step  |  mmkit.progress: plain-text bars
     mmkit.reproduce notebook 05's comparison grid over seeds                     -> mean ± std table
 
 The names below are the public API, importable from ``mmkit`` directly. They are loaded on first use,
@@ -55,8 +57,10 @@ _EXPORTS: dict[str, str] = {
         "mmkit.data",
     ),
     **dict.fromkeys(
-        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview"], "mmkit.augment"
+        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview", "save_preset"],
+        "mmkit.augment",
     ),
+    "label_agreement": "mmkit.agreement",
     **dict.fromkeys(["Backbone", "ImageClassifier", "apply_layer_policy", "create_backbone"], "mmkit.models"),
     **dict.fromkeys(
         ["TextFeatures", "compute_text_features", "make_text_encoder", "out_of_fold_logits"], "mmkit.text"
@@ -70,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["read_metrics", "write_metrics"], "mmkit.report"),
     **dict.fromkeys(["run_comparison", "save_comparison", "summarize"], "mmkit.reproduce"),
     "execute_notebook": "mmkit.run",
+    "check_inputs": "mmkit.checks",
+    "progress": "mmkit.progress",
 }
 
 __all__ = list(_EXPORTS)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from mmkit.heads import modality_dropout_masks
+from mmkit.progress import progress
 
 BANK_VERSION = 1  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
@@ -245,19 +246,18 @@ def _open_bank(path: Path, key: dict[str, Any], reused: bool) -> FeatureBank:
 
 
 @torch.inference_mode()
-def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, desc: str) -> None:
-    from tqdm.auto import tqdm
-
+def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, bar: Any) -> None:
     from mmkit.augment import normalize
 
     norm = getattr(module, "norm", "imagenet")
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in loader:
         feats = module(normalize(batch["image"], norm, device=device)).float().cpu().numpy()
         idx, copy = batch["index"].numpy(), batch["copy"].numpy()
         if out.ndim == 3:
             out[idx, copy] = feats
         else:
             out[idx] = feats
+        bar.update()
 
 
 BANK_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's build under torchrun
@@ -343,7 +343,9 @@ def build_feature_bank(
         name, weights = backbone, weights_id(pretrained, checkpoint, None)  # no need to build it to reuse
     else:
         module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
-    key = bank_key(name, weights, preset, views, image_size, seed, dataset_fingerprint(dataset))
+    from mmkit.augment import preset_key  # a preset file is keyed by its content, not only its path
+
+    key = bank_key(name, weights, preset_key(preset), views, image_size, seed, dataset_fingerprint(dataset))
     path = Path(cache_dir) / key_hash(key)
     if (path / "bank.json").exists():
         return _open_bank(path, key, reused=True)
@@ -363,27 +365,37 @@ def build_feature_bank(
             tmp / "train_views.npy", "w+", np.float16, (n_train, views, _dim(module))
         )
         per_batch = max(1, batch_size // views)
-        loader = make_loader(
-            dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
-            num_workers=num_workers, shuffle=False,
-        )  # fmt: skip
-        loader.set_epoch(0)
-        _extract(module, loader, train_views, device, f"bank: train x{views} views")
+        loaders = {
+            "train views": make_loader(
+                dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
+                num_workers=num_workers, shuffle=False,
+            ),
+            # The eval view of every split, in order; for "train" too (statistics, projections), where
+            # augment and shuffle would otherwise default to on.
+            **{split: make_loader(
+                dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
+                num_workers=num_workers, augment=False, shuffle=False,
+            ) for split, split_ids in ids.items() if split_ids},
+        }  # fmt: skip
+        loaders["train views"].set_epoch(0)
+        # One bar for the whole build (train x K views, then each split's eval view).
+        bar = progress(
+            total=sum(len(v) for v in loaders.values()), desc=f"feature bank (K={views})", unit="batch"
+        )
+        bar.set_postfix_str("train views")
+        _extract(module, loaders["train views"], train_views, device, bar)
         train_views.flush()
         for split, split_ids in ids.items():
             plain = np.lib.format.open_memmap(
                 tmp / f"{split}.npy", "w+", np.float16, (len(split_ids), _dim(module))
             )
             if split_ids:
-                # The eval view, in order; for "train" too (statistics, projections), where augment and
-                # shuffle would otherwise default to on.
-                loader = make_loader(
-                    dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
-                    num_workers=num_workers, augment=False, shuffle=False,
-                )  # fmt: skip
-                _extract(module, loader, plain, device, f"bank: {split}")
+                bar.set_postfix_str(split)
+                _extract(module, loaders[split], plain, device, bar)
             plain.flush()
             del plain
+        bar.set_postfix_str("")
+        bar.close()
         del train_views
         seconds = time.perf_counter() - start
         (tmp / "ids.json").write_text(json.dumps(ids))

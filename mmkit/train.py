@@ -57,10 +57,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.metrics import compute_metrics, selection_value
+from mmkit.progress import progress
 
 Forward = Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
 LOG_EVERY = 25  # optimiser steps between progress-bar loss updates (each one reads the loss off the GPU)
@@ -228,7 +228,9 @@ def predict(
     was = model.training
     model.eval()
     scores, targets, index, copies = [], [], [], []
-    for batch in loader:
+    # Scoring a large split takes a while: a transient line (inside fit, a second line of its bar).
+    for batch in progress(loader, desc="scoring", unit="batch", leave=False, total=len(loader),
+                          disable=_rank_world()[0] != 0):  # fmt: skip
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
             logits, y = forward(model, batch, device)
         scores.append(logits.float().cpu())
@@ -383,7 +385,9 @@ def fit(
     val_batches = val_loader if val_loader is not None else []
     # the running loss stays on the device (no GPU sync per step); float64 where the device has it
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
-    bar = tqdm(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, disable=rank != 0)
+    # One bar per fit; each epoch's steps are a second line of it that goes when the epoch ends.
+    bar = progress(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, unit="epoch",
+                   disable=rank != 0)  # fmt: skip
     for epoch in bar:
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
@@ -391,10 +395,10 @@ def fit(
         loss_sum = torch.zeros(2, dtype=acc_dtype, device=device)  # (sum of per-sample losses, samples)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))
-            # one iterator, made here: tqdm.auto calls iter() on an iterable it is given, and a second iter()
+            # one iterator, made here: tqdm calls iter() on an iterable it is given, and a second iter()
             # would move a BatchLoader on to the next epoch's draws
             batches = iter(train_loader)
-            steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
+            steps = progress(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
             for i, batch in enumerate(steps):
                 group_start = i - i % cfg.grad_accum
                 group = min(cfg.grad_accum, n_batches - group_start)  # the last group may be shorter

@@ -3,6 +3,7 @@
 import csv
 import json
 
+from notebook_checks import check_reads_well
 from PIL import Image
 
 from mmkit.config import DataConfig
@@ -15,6 +16,7 @@ NOTEBOOK = "notebooks/01_explore_dataset.ipynb"
 def test_notebook01_on_the_synthetic_default(repo_root, tmp_path):
     data_root = str(tmp_path / "food")
     metrics = execute_notebook(repo_root / NOTEBOOK, tmp_path / "out", {"data_root": data_root}, smoke=True)
+    check_reads_well(tmp_path / "out" / "01_explore_dataset.ipynb")  # <= 20 outputs a cell, no dead widget
     ds = load_dataset(DataConfig(dataset="synthetic_food101", data_root=data_root))
     assert {k: metrics[f"n_{k}"] for k in ("train", "val", "test")} == ds.summary()
     assert metrics["n_classes"] == len(ds.classes) and metrics["classes"] == ds.classes

@@ -25,8 +25,6 @@ import re
 from pathlib import Path
 from typing import Literal, Optional
 
-from tqdm.auto import tqdm
-
 from mmkit.data.records import (
     DataError,
     Dataset,
@@ -36,6 +34,7 @@ from mmkit.data.records import (
     image_problem,
     stratified_split,
 )
+from mmkit.progress import progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
@@ -170,7 +169,7 @@ def _read_split(
     seen: dict[str, int] = {}
     used: set[Path] = set()
     records: list[Record] = []
-    for row_no, file, raw_title, label in tqdm(rows, desc=f"food101 {split}", leave=False, mininterval=1):
+    for row_no, file, raw_title, label in progress(rows, desc=f"food101 {split}", leave=False, mininterval=1):
         where = f"row {row_no} ({file})"
         if file in seen:
             policy.report(

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmkit.data.records import (
     DataError,
@@ -47,6 +46,7 @@ from mmkit.data.records import (
     warn,
     warn_split_shape,
 )
+from mmkit.progress import progress
 
 ORGANS = ["head", "arm", "abdomen", "legs"]
 # Box labels that differ from an organ only by case, spaces or number ("Head", "arms", "leg").
@@ -293,7 +293,7 @@ def read_fpus23(
     unknown: Counter = Counter()
     n_boxes = 0
     unannotated: dict[str, int] = {}
-    for stream, xml_path in tqdm(annotations.items(), desc="fpus23 streams", leave=False):
+    for stream, xml_path in progress(annotations.items(), desc="fpus23 streams", leave=False):
         frames = parse_cvat(xml_path, policy)
         if frames is None:
             continue
