@@ -62,16 +62,9 @@ def main() -> None:
     from mmkit.config import AugmentConfig, FusionConfig, TrainConfig
     from mmkit.data import make_synthetic_food101, read_upmc_food101
     from mmkit.features import build_feature_bank, load_backbone
-    from mmkit.fusion import (
-        FusionModel,
-        LiveLoader,
-        Stage2Model,
-        feature_stats,
-        make_head,
-        predict,
-        train_stage2,
-    )
+    from mmkit.heads import FusionModel, feature_stats, make_head
     from mmkit.metrics import compute_metrics
+    from mmkit.stage2 import LiveLoader, Stage2Model, predict, train_stage2
     from mmkit.text import compute_text_features
 
     work = Path(tempfile.mkdtemp(prefix="bench_stage2_"))

@@ -6,7 +6,8 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.augment   make_loader: decode once, M augmented views per sample     -> uint8 batches
     mmkit.models    image backbone + layer policy  |  mmkit.text: text encoders -> features / logits
     mmkit.features  feature bank: K cached views from a frozen backbone        -> fusion head input
-    mmkit.fusion    fusion heads  |  mmkit.train: one fit loop, selection on val -> checkpoints, metrics
+    mmkit.heads     fusion heads  |  mmkit.stage2: train them  |  mmkit.train: one fit loop -> checkpoints
+    mmkit.experiment  notebook 04: every head beside the single-modality baselines -> tables, metrics
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
     mmkit.reproduce notebook 05's comparison grid over seeds                     -> mean ± std table
 
@@ -60,7 +61,9 @@ _EXPORTS: dict[str, str] = {
         ["TextFeatures", "compute_text_features", "make_text_encoder", "out_of_fold_logits"], "mmkit.text"
     ),
     **dict.fromkeys(["BankLoader", "FeatureBank", "build_feature_bank"], "mmkit.features"),
-    **dict.fromkeys(["HEADS", "make_head", "run_fusion_experiment", "train_stage2"], "mmkit.fusion"),
+    **dict.fromkeys(["HEADS", "FusionModel", "make_head"], "mmkit.heads"),
+    **dict.fromkeys(["Stage2Result", "train_stage2"], "mmkit.stage2"),
+    **dict.fromkeys(["FusionExperiment", "run_fusion_experiment"], "mmkit.experiment"),
     **dict.fromkeys(["FitResult", "fit", "load_stage1", "train_stage1"], "mmkit.train"),
     "compute_metrics": "mmkit.metrics",
     **dict.fromkeys(["read_metrics", "write_metrics"], "mmkit.report"),

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
@@ -125,6 +126,19 @@ class ReproduceConfig:
     view_ablation: bool = True  # fpus23: repeat the text rows without the view field
 
 
+def parse_value(text: str) -> Any:
+    """Read a command-line value as a Python literal when it is one (3, 0.5, True, None, [1, 2]), else a str."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        low = text.lower()
+        if low in ("true", "false"):
+            return low == "true"
+        if text == "null":
+            return None
+        return text  # "none" stays a string: it is a value of train_blocks
+
+
 def config_from_params(cls: type[T], params: dict[str, Any]) -> T:
     """Build ``cls`` from the entries of ``params`` that name its fields (others are ignored)."""
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
@@ -168,5 +182,6 @@ __all__ = [
     "config_fields",
     "config_from_params",
     "field",
+    "parse_value",
     "save_configs",
 ]

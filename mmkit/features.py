@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmkit.heads import modality_dropout_masks
+
 BANK_VERSION = 2  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
 
@@ -556,8 +558,6 @@ class BankLoader:
         return len(self.ids)
 
     def __iter__(self):
-        from mmkit.fusion import modality_dropout_masks  # once per epoch, not per batch
-
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.ids)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)

@@ -103,7 +103,8 @@ def run_comparison(
     """
     from mmkit.data import load_dataset
     from mmkit.features import build_feature_bank
-    from mmkit.fusion import HEADS, train_stage2
+    from mmkit.heads import HEADS
+    from mmkit.stage2 import train_stage2
     from mmkit.text import compute_text_features
     from mmkit.train import train_stage1
 

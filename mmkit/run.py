@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Any, Optional
 
 import yaml
 
+from mmkit.config import parse_value  # noqa: F401  (mmkit.run.parse_value: the CLI's value reader)
+from mmkit.paths import NOTEBOOKS, ROOT
 from mmkit.report import read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
 SMOKE_FILE = NOTEBOOKS / "smoke.yaml"
 KERNEL = "python3"
 DEMO_ORDER = (
@@ -42,19 +41,6 @@ DEMO_ORDER = (
 
 class ParameterError(ValueError):
     """A parameter the notebook does not declare, or a value of the wrong type."""
-
-
-def parse_value(text: str) -> Any:
-    """Read a command-line value as a Python literal when it is one (3, 0.5, True, None, [1, 2]), else a str."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        low = text.lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if text == "null":
-            return None
-        return text  # "none" stays a string: it is a value of train_blocks
 
 
 def smoke_parameters(notebook: str | Path) -> dict[str, Any]:

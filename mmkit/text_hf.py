@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmkit.text import EmbeddingEncoder, TextEncoder, _as_texts
+from mmkit.text_base import EmbeddingEncoder, TextEncoder, _as_texts
 
 MODES = ("features", "classifier")
 POOLINGS = ("auto", "cls", "mean", "last")

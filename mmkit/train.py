@@ -708,9 +708,9 @@ def restore_stage1_settings(
 # ------------------------------------------------------------------------------------------ command line
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m mmkit.train --<config field> VALUE ...``: stage 1 on a ``load_dataset`` dataset."""
+    from mmkit.config import parse_value
     from mmkit.data import load_dataset
     from mmkit.report import write_metrics
-    from mmkit.run import parse_value
 
     parser = argparse.ArgumentParser(prog="python -m mmkit.train", description=main.__doc__)
     seen = set()

@@ -10,16 +10,10 @@ from torch import nn
 
 from mmkit.config import AugmentConfig, FusionConfig, ModelConfig, TextConfig, TrainConfig
 from mmkit.data import make_synthetic_food101, read_upmc_food101
+from mmkit.experiment import run_fusion_experiment
 from mmkit.features import build_feature_bank
-from mmkit.fusion import (
-    HEADS,
-    FusionModel,
-    feature_stats,
-    make_head,
-    modality_dropout_masks,
-    run_fusion_experiment,
-    train_stage2,
-)
+from mmkit.heads import HEADS, FusionModel, feature_stats, make_head, modality_dropout_masks
+from mmkit.stage2 import train_stage2
 from mmkit.text import compute_text_features
 
 
@@ -247,7 +241,7 @@ def test_stage2_honours_the_configured_device(monkeypatch):
     # TrainConfig.device applies to stage 2 as it does to stage 1 (an explicit device= still wins).
     import mmkit.train as train_mod
     from mmkit.config import TrainConfig
-    from mmkit.fusion import train_stage2
+    from mmkit.stage2 import train_stage2
 
     asked = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmkit.fusion import HEADS
+from mmkit.heads import HEADS
 from mmkit.run import NOTEBOOKS, execute_notebook
 
 NOTEBOOK = NOTEBOOKS / "04_multimodal_fusion.ipynb"

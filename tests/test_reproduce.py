@@ -84,7 +84,7 @@ def test_text_options_reach_the_encoder(monkeypatch):
     # TextConfig.text_options is how a notebook asks for e.g. hf:gpt2 in classifier mode.
     import mmkit.text as text_mod
     from mmkit.config import AugmentConfig, FusionConfig, ModelConfig, TextConfig, TrainConfig
-    from mmkit.fusion import run_fusion_experiment
+    from mmkit.experiment import run_fusion_experiment
 
     seen = {}
 

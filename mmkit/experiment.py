@@ -1,0 +1,193 @@
+"""Notebook 04's experiment: every fusion head beside the single-modality baselines, trained alike.
+
+``run_fusion_experiment`` computes the out-of-fold text features, the feature bank (or a live backbone),
+trains every head (``compare_heads``) and the image-only / text-only baselines with ``mmkit.stage2``, then
+scores the main head with each modality removed; it returns a ``FusionExperiment`` whose ``rows()`` are the
+notebook's table. Notebook 05's grid over seeds is ``mmkit.reproduce``.
+
+Example:
+    >>> exp = run_fusion_experiment(ds, augment=AugmentConfig(), model=ModelConfig(), train=TrainConfig(),
+    ...                             text=TextConfig(), fusion=FusionConfig())  # doctest: +SKIP
+    >>> exp.rows()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from mmkit.config import AugmentConfig, FusionConfig, ModelConfig, TextConfig, TrainConfig
+from mmkit.heads import HEADS
+from mmkit.paths import ROOT
+from mmkit.stage2 import Stage2Result, missing_modality_report, train_stage2
+
+
+@dataclass
+class FusionExperiment:
+    """Everything notebook 04 shows: per-head results beside the single-modality baselines, the main
+    head's missing-modality report, and the pieces to plot (``run_fusion_experiment`` builds it)."""
+
+    dataset: Any
+    text: Any  # TextFeatures
+    text_encoder: Any
+    bank: Any  # FeatureBank or None (live path)
+    results: dict[str, Stage2Result]  # head name -> result
+    baselines: dict[str, dict[str, dict[str, Any]]]  # "image-only" / "text-only" -> split -> metrics
+    main: str  # the head the missing-modality report and the plots are about
+    missing: dict[str, dict[str, dict[str, Any]]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per method: val and test headline metrics."""
+        rows = []
+        named = {
+            **{k: v for k, v in self.baselines.items()},
+            **{h: r.metrics for h, r in self.results.items()},
+        }
+        for name, metrics in named.items():
+            row: dict[str, Any] = {"method": name}
+            for split, m in metrics.items():
+                for key in headline_keys(self.dataset.task):
+                    row[f"{split}_{key}"] = m.get(key)
+            rows.append(row)
+        return rows
+
+    def missing_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for split, table in self.missing.items():
+            for condition, m in table.items():
+                rows.append(
+                    {
+                        "split": split,
+                        "input": condition,
+                        **{k: m.get(k) for k in headline_keys(self.dataset.task)},
+                    }
+                )
+        return rows
+
+
+def headline_keys(task: str) -> tuple[str, ...]:
+    """The metrics the tables show: the task's headline metric (accuracy / mAP), then macro F1."""
+    from mmkit.metrics import headline_metric
+
+    return (headline_metric(task), "macro_f1")
+
+
+def run_fusion_experiment(
+    dataset: Any,
+    *,
+    augment: AugmentConfig,
+    model: ModelConfig,
+    train: TrainConfig,
+    text: TextConfig,
+    fusion: FusionConfig,
+    backbone: Optional[nn.Module] = None,
+    out_dir: Optional[str | Path] = None,
+    resume: bool = False,
+    device: Optional[str | torch.device] = None,
+) -> FusionExperiment:
+    """Text features (out-of-fold), image features (bank, or live), every head (``compare_heads``) and
+    the image-only / text-only baselines trained the same way, then the missing-modality report.
+
+    ``backbone`` overrides ``model.backbone`` with a module (tests use tiny ones).
+
+    Example:
+        >>> exp = run_fusion_experiment(ds, augment=AugmentConfig(), model=ModelConfig(), train=TrainConfig(),
+        ...                             text=TextConfig(), fusion=FusionConfig())  # doctest: +SKIP
+        >>> exp.rows()  # doctest: +SKIP
+    """
+    from mmkit.features import backbone_module, build_feature_bank
+    from mmkit.metrics import compute_metrics
+    from mmkit.text import compute_text_features
+
+    out = Path(out_dir) if out_dir is not None else None
+    table, encoder = compute_text_features(
+        dataset,
+        text.text_encoder,
+        features=text.text_features,
+        folds=text.text_folds,
+        seed=train.seed,
+        **(text.text_options or {}),
+    )
+    bank, module = None, None
+    source = backbone if backbone is not None else _checkpoint_backbone(fusion.checkpoint, model.backbone)
+    if fusion.feature_bank:
+        bank = build_feature_bank(
+            dataset, source, pretrained=model.pretrained, checkpoint=fusion.checkpoint, preset=augment.preset,
+            views=fusion.bank_views, image_size=augment.image_size, seed=augment.seed,
+            batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or _default_bank_dir(),
+            device=device, num_workers=augment.num_workers,
+        )  # fmt: skip
+    else:
+        module = backbone_module(
+            source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size
+        )
+    heads = list(HEADS) if fusion.compare_heads and bank is not None else [fusion.head]
+    if fusion.head not in heads:
+        heads.insert(0, fusion.head)
+    common = dict(
+        bank=bank, backbone=module, fusion=fusion, train=train, augment=augment, train_blocks=model.train_blocks,
+        resume=resume, device=device,
+    )  # fmt: skip
+
+    def where(name: str) -> Optional[Path]:
+        return out / "stage2" / name if out is not None else None
+
+    results = {h: train_stage2(dataset, table, head=h, out_dir=where(h), **common) for h in heads}
+    # On the live path the baselines train their own copy of the backbone's trainable part.
+    if module is not None:
+        common["backbone"] = backbone_module(
+            source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size
+        )
+    image_only = train_stage2(
+        dataset, table, head="concat-linear", modalities="image", out_dir=where("image-only"), **common
+    )
+    baselines = {"image-only": image_only.metrics}
+    if table.kind == "logits":  # the text classifier itself (out-of-fold logits are not used here)
+        baselines["text-only"] = {
+            split: compute_metrics(
+                dataset.targets(split),
+                table.lookup(split, dataset.ids(split)),
+                dataset.task,
+                list(dataset.classes),
+            )
+            for split in ("val", "test")
+            if len(dataset.records(split))
+        }
+    else:
+        text_only = train_stage2(
+            dataset, table, head="concat-linear", modalities="text", out_dir=where("text-only"), **common
+        )
+        baselines["text-only"] = text_only.metrics
+    main = results[fusion.head]
+    loaders = {s: main.loaders[s] for s in ("val", "test") if len(dataset.records(s))}
+    missing = missing_modality_report(main.model, loaders, dataset.task, list(dataset.classes))
+    return FusionExperiment(dataset, table, encoder, bank, results, baselines, fusion.head, missing)
+
+
+def _checkpoint_backbone(checkpoint: Optional[str], backbone: str) -> str:
+    """The backbone a stage-1 checkpoint was trained with (its ``meta``), which wins over ``backbone``:
+    weights only fit the architecture they came from."""
+    if checkpoint is None:
+        return backbone
+    import warnings
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    named = (state.get("meta") or {}).get("backbone") if isinstance(state, dict) else None
+    if named and named != backbone:
+        warnings.warn(
+            f"{checkpoint} is a stage-1 checkpoint of {named}: using that backbone, not {backbone}",
+            stacklevel=3,
+        )
+        return named
+    return backbone
+
+
+def _default_bank_dir() -> str:
+    return str(ROOT / "runs" / "feature_bank")
+
+
+__all__ = ["FusionExperiment", "headline_keys", "run_fusion_experiment"]
