@@ -170,6 +170,39 @@ def run_demo(out: str | Path, smoke: bool = False) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _add_predict_parser(sub: Any) -> None:
+    predict = sub.add_parser("predict", help="predict a manifest with a saved model (notebook 04's model/)")
+    predict.add_argument(
+        "model", help="the model folder save_model wrote (e.g. runs/04_multimodal_fusion/model)"
+    )
+    predict.add_argument(
+        "--manifest", required=True, help="CSV (header id,image,text) or JSONL of the inputs"
+    )
+    predict.add_argument(
+        "--out", required=True, help="the predictions CSV: id, pred, one p_<class> per class"
+    )
+    predict.add_argument("--device", default="cpu")
+    predict.add_argument("--image-col", default="image")
+    predict.add_argument("--text-col", default="text")
+    predict.add_argument("--id-col", default="id")
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``mmkit predict MODEL --manifest FILE --out preds.csv``: ``mmkit.model.predict_manifest``."""
+    from mmkit.model import predict_manifest
+
+    try:
+        out = predict_manifest(
+            args.model, args.manifest, args.out, device=args.device,
+            image_col=args.image_col, text_col=args.text_col, id_col=args.id_col,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        print(f"mmkit predict: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="mmkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,7 +215,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--smoke", action="store_true")
     sub.add_parser("params", help="list a notebook's parameters").add_argument("notebook")
+    _add_predict_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return predict_command(args)
 
     try:
         if args.command == "run":

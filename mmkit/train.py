@@ -531,7 +531,7 @@ def resolve_select_on(cfg: TrainConfig, dataset: Any) -> TrainConfig:
 
     from mmkit.metrics import headline_metric
 
-    if cfg.select_on != "auto":
+    if cfg.select_on != "auto" or dataset is None:
         return cfg
     return dataclasses.replace(cfg, select_on=headline_metric(dataset.task, dataset))
 
