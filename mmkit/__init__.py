@@ -10,6 +10,8 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.experiment  notebook 04: every head beside the single-modality baselines -> tables, metrics
     mmkit.model     the trained model saved / loaded (save_model, load_model(...).predict) -> model/
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
+    mmkit.agreement label_agreement: does an augmentation keep the model's prediction?
+    mmkit.checks    check_inputs: missing files named before a slow step  |  mmkit.progress: plain-text bars
     mmkit.reproduce notebook 05's comparison grid over seeds                     -> mean ± std table
 
 The names below are the public API, importable from ``mmkit`` directly. They are loaded on first use,
@@ -49,14 +51,17 @@ _EXPORTS: dict[str, str] = {
             "Record",
             "load_dataset",
             "read_fpus23",
+            "read_hf",
             "read_manifest",
             "read_upmc_food101",
         ],
         "mmkit.data",
     ),
     **dict.fromkeys(
-        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview"], "mmkit.augment"
+        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview", "save_preset"],
+        "mmkit.augment",
     ),
+    "label_agreement": "mmkit.agreement",
     **dict.fromkeys(["Backbone", "ImageClassifier", "apply_layer_policy", "create_backbone"], "mmkit.models"),
     **dict.fromkeys(
         ["TextFeatures", "compute_text_features", "make_text_encoder", "out_of_fold_logits"], "mmkit.text"
@@ -71,6 +76,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["read_metrics", "write_metrics"], "mmkit.report"),
     **dict.fromkeys(["run_comparison", "save_comparison", "summarize"], "mmkit.reproduce"),
     "execute_notebook": "mmkit.run",
+    "check_inputs": "mmkit.checks",
+    "progress": "mmkit.progress",
 }
 
 __all__ = list(_EXPORTS)

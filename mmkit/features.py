@@ -29,13 +29,16 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -44,6 +47,7 @@ import torch
 from torch import nn
 
 from mmkit.heads import modality_dropout_masks
+from mmkit.progress import progress
 
 BANK_VERSION = 2  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
@@ -238,17 +242,13 @@ def weights_id(
 def load_backbone_weights(module: nn.Module, checkpoint: Union[str, Path]) -> nn.Module:
     """Load a stage-1 checkpoint's backbone weights into ``module`` (strict on the backbone's keys).
 
-    Accepts a plain state dict, or a dict holding one under "model"/"state_dict"/"backbone"; keys
-    prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
+    Accepts what ``mmkit.models.read_state_dict`` reads (a plain state dict, safetensors, or one held under
+    "model"/"state_dict"/"backbone"/...), through its safe loader (``weights_only=True``: no code runs);
+    keys prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(state, dict):
-        for k in ("backbone", "model", "state_dict", "model_state"):
-            if k in state and isinstance(state[k], dict):
-                state = state[k]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{checkpoint}: not a state dict or a checkpoint holding one")
+    from mmkit.models import read_state_dict
+
+    state = read_state_dict(checkpoint)
     own = set(module.state_dict())
     if not own & set(state):
         for prefix in ("backbone.", "module.backbone.", "model.backbone."):
@@ -381,21 +381,71 @@ def _open_bank(path: Path, key: dict[str, Any], reused: bool) -> FeatureBank:
 
 
 @torch.inference_mode()
-def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, desc: str) -> None:
-    from tqdm.auto import tqdm
-
+def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, bar: Any) -> None:
     from mmkit.augment import normalize
 
     norm = getattr(module, "norm", "imagenet")
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in loader:
         feats = module(normalize(batch["image"], norm, device=device)).float().cpu().numpy()
         idx, copy = batch["index"].numpy(), batch["copy"].numpy()
         if out.ndim == 3:
             out[idx, copy] = feats
         else:
             out[idx] = feats
+        bar.update()
 
 
+BANK_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's build under torchrun
+
+
+def _rank0_builds(build: Callable[..., FeatureBank]) -> Callable[..., FeatureBank]:
+    """Under torchrun (torch.distributed initialised, world > 1) only rank 0 runs ``build``; the other ranks
+    wait for it and open the bank it wrote. Without this every rank would encode the whole dataset again,
+    and race to rename the same folder.
+
+    The wait is a broadcast on a gloo group of its own with a long timeout (``BANK_WAIT``): a large bank
+    takes longer than NCCL's watchdog allows. A failure on rank 0 reaches the others as an error instead
+    of a hang. ``cache_dir`` must be on a file system every rank sees (one machine: any local folder).
+    """
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> FeatureBank:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return build(*args, **kwargs)
+        group = dist.new_group(backend="gloo", timeout=BANK_WAIT)
+        try:
+            message: list[Any] = [None]
+            if dist.get_rank() == 0:
+                try:
+                    bank = build(*args, **kwargs)
+                except BaseException as err:
+                    message = [f"{type(err).__name__}: {err}"]
+                    dist.broadcast_object_list(message, 0, group=group)
+                    raise
+                message = [(str(bank.path), bank.key, bank.reused)]
+                dist.broadcast_object_list(message, 0, group=group)
+                return bank
+            dist.broadcast_object_list(message, 0, group=group)  # waits while rank 0 builds
+        finally:
+            dist.destroy_process_group(group)
+        if isinstance(message[0], str):
+            raise RuntimeError(
+                f"rank 0 could not build the feature bank, so this rank has none: {message[0]}"
+            )
+        path, key, reused = message[0]
+        if not (Path(path) / "bank.json").exists():
+            raise FileNotFoundError(
+                f"rank 0 built the feature bank {path}, but rank {dist.get_rank()} cannot see it: put "
+                "bank_dir (cache_dir=) on a file system every rank can read"
+            )
+        return _open_bank(Path(path), key, reused)
+
+    return wrapper
+
+
+@_rank0_builds
 def build_feature_bank(
     dataset: Any,
     backbone: Union[str, nn.Module],
@@ -413,9 +463,10 @@ def build_feature_bank(
 ) -> FeatureBank:
     """Compute (or reuse) the feature bank of ``dataset`` under a frozen ``backbone``.
 
-    ``batch_size`` counts images per forward pass (samples x views for the training split).
-    ``cache_dir`` None: ``$MMKIT_CACHE/feature_bank`` (``default_bank_dir``). A stage-1 ``checkpoint``
-    brings its own architecture and normalisation (``load_stage1``).
+    ``batch_size`` counts images per forward pass (samples x views for the training split). Under
+    torchrun rank 0 builds the bank and the other ranks wait and open it. ``cache_dir`` None:
+    ``$MMKIT_CACHE/feature_bank`` (``default_bank_dir``). A stage-1 ``checkpoint`` brings its own
+    architecture and normalisation (``load_stage1``).
 
     Example:
         >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64)  # doctest: +SKIP
@@ -429,8 +480,12 @@ def build_feature_bank(
         name, weights = backbone, weights_id(pretrained, checkpoint, None)  # no need to build it to reuse
     else:
         module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
+    from mmkit.augment import preset_key  # a preset file is keyed by its content, not only its path
+
     norm = stage1_norm(checkpoint)
-    key = bank_key(name, weights, preset, views, image_size, seed, dataset_fingerprint(dataset), norm)
+    key = bank_key(
+        name, weights, preset_key(preset), views, image_size, seed, dataset_fingerprint(dataset), norm
+    )
     cache = Path(cache_dir) if cache_dir is not None else default_bank_dir()
     path = cache / key_hash(key)
     if (path / "bank.json").exists():
@@ -452,27 +507,37 @@ def build_feature_bank(
             tmp / "train_views.npy", "w+", np.float16, (n_train, views, _dim(module))
         )
         per_batch = max(1, batch_size // views)
-        loader = make_loader(
-            dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
-            num_workers=num_workers, shuffle=False,
-        )  # fmt: skip
-        loader.set_epoch(0)
-        _extract(module, loader, train_views, device, f"bank: train x{views} views")
+        loaders = {
+            "train views": make_loader(
+                dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
+                num_workers=num_workers, shuffle=False,
+            ),
+            # The eval view of every split, in order; for "train" too (statistics, projections), where
+            # augment and shuffle would otherwise default to on.
+            **{split: make_loader(
+                dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
+                num_workers=num_workers, augment=False, shuffle=False,
+            ) for split, split_ids in ids.items() if split_ids},
+        }  # fmt: skip
+        loaders["train views"].set_epoch(0)
+        # One bar for the whole build (train x K views, then each split's eval view).
+        bar = progress(
+            total=sum(len(v) for v in loaders.values()), desc=f"feature bank (K={views})", unit="batch"
+        )
+        bar.set_postfix_str("train views")
+        _extract(module, loaders["train views"], train_views, device, bar)
         train_views.flush()
         for split, split_ids in ids.items():
             plain = np.lib.format.open_memmap(
                 tmp / f"{split}.npy", "w+", np.float16, (len(split_ids), _dim(module))
             )
             if split_ids:
-                # The eval view, in order; for "train" too (statistics, projections), where augment and
-                # shuffle would otherwise default to on.
-                loader = make_loader(
-                    dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
-                    num_workers=num_workers, augment=False, shuffle=False,
-                )  # fmt: skip
-                _extract(module, loader, plain, device, f"bank: {split}")
+                bar.set_postfix_str(split)
+                _extract(module, loaders[split], plain, device, bar)
             plain.flush()
             del plain
+        bar.set_postfix_str("")
+        bar.close()
         del train_views
         seconds = time.perf_counter() - start
         (tmp / "ids.json").write_text(json.dumps(ids))

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmkit.config import (
     AugmentConfig,
@@ -39,6 +38,7 @@ from mmkit.config import (
     TrainConfig,
 )
 from mmkit.metrics import headline_metric
+from mmkit.progress import progress
 
 # The seed's published test-set figures (paper-notes.md), on the paper's data: shown beside ours, never mixed.
 PAPER_FIGURES = [
@@ -128,7 +128,9 @@ def run_comparison(
         no_view = load_dataset(replace(data, include_view=False))
     rows: list[dict[str, Any]] = []
     seeds = [train.seed + i for i in range(repro.n_seeds)]
-    bar = tqdm(total=len(seeds) * (1 + len(stage1_variants(repro, augment.copies))), desc="05 grid")
+    bar = progress(
+        total=len(seeds) * (1 + len(stage1_variants(repro, augment.copies))), desc="05 grid", unit="run"
+    )
 
     def bank_for(seed: int, checkpoint: Optional[Path]) -> Any:
         return build_feature_bank(

@@ -300,7 +300,12 @@ def _live_image_stats(backbone: nn.Module, dataset: Any, augment: AugmentConfig,
         augment=False, shuffle=False, num_workers=augment.num_workers,
     )  # fmt: skip
     norm = getattr(backbone, "norm", "imagenet")
-    feats = torch.cat([backbone(normalize(b["image"], norm, device=device)).float().cpu() for b in loader])
+    from mmkit.progress import progress
+
+    batches = progress(
+        loader, desc="live path: feature statistics", unit="batch", leave=False, total=len(loader)
+    )
+    feats = torch.cat([backbone(normalize(b["image"], norm, device=device)).float().cpu() for b in batches])
     backbone.train(was)
     return feature_stats(feats)
 

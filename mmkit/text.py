@@ -164,7 +164,7 @@ class BowMLPEncoder(TextEncoder):
         return out
 
     def fit(self, texts: Sequence[str], labels: Any) -> BowMLPEncoder:
-        from tqdm.auto import trange
+        from mmkit.progress import progress
 
         texts = _as_texts(texts)
         y = torch.as_tensor(self._targets(labels, len(texts)))
@@ -181,7 +181,7 @@ class BowMLPEncoder(TextEncoder):
         loss_fn = nn.BCEWithLogitsLoss() if self.multilabel_ else nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(self.seed)
         self.model.train()
-        for _ in trange(self.epochs, desc="bow-mlp", disable=not self.progress, leave=False):
+        for _ in progress(range(self.epochs), desc="bow-mlp", disable=not self.progress, leave=False):
             order = torch.randperm(len(texts), generator=gen)
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
@@ -360,7 +360,11 @@ def fold_indices(
         if stratify:
             splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
             return list(splitter.split(X, y, groups))
-        return list(GroupKFold(folds, shuffle=True, random_state=seed).split(X, groups=groups))
+        # GroupKFold(shuffle=) needs scikit-learn >= 1.6: shuffle the groups by relabelling them instead
+        # (it balances fold sizes by group size, breaking ties by label), which works on every version
+        _, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+        relabel = np.random.default_rng(seed).permutation(inverse.max() + 1)[inverse]
+        return list(GroupKFold(folds).split(X, groups=relabel))
     if stratify:
         return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
     return list(KFold(folds, shuffle=True, random_state=seed).split(X))
@@ -404,7 +408,11 @@ def out_of_fold_logits(
             raise ValueError(f"{len(texts)} texts but {len(X)} rows of embeddings")
     elif embeddings is not None:
         raise ValueError(f"{probe_owner.name} is not a frozen embedder: embeddings= does not apply to it")
-    for train_idx, held_idx in splits:
+    from mmkit.progress import progress
+
+    for train_idx, held_idx in progress(
+        splits, desc=f"out-of-fold {probe_owner.name}", unit="fold", leave=False
+    ):
         enc = make()
         if X is not None:
             enc.fit_embeddings(X[train_idx], y[train_idx])
@@ -536,12 +544,19 @@ def compute_text_features(
     )
     # A frozen embedder embeds the training texts once: its probe, the out-of-fold probes and the train
     # split's embedding features all use these rows.
+    from mmkit.progress import progress
+
+    # One bar for the text step (the out-of-fold folds are its second line): it can take a while.
+    bar = progress(total=1 + len(splits), desc=f"text {encoder}", unit="step")
+    bar.set_postfix_str("fit on train")
     train_embeddings = full.embed(_as_texts(texts)) if isinstance(full, EmbeddingEncoder) else None
     if train_embeddings is not None:
         full.fit_embeddings(train_embeddings, labels)
     else:
         full.fit(texts, labels)
+    bar.update()
     for split in splits:
+        bar.set_postfix_str(f"{split} (out-of-fold)" if split == "train" and kind == "logits" else split)
         recs = dataset.records(split)
         if split == "train" and kind == "logits":
             oof = out_of_fold_logits(
@@ -565,6 +580,9 @@ def compute_text_features(
         else:
             dim = table.dim if table.values else len(dataset.classes)
             table.add(split, [], np.zeros((0, dim), np.float32))
+        bar.update()
+    bar.set_postfix_str("")
+    bar.close()
     return table, full
 
 

@@ -57,12 +57,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.metrics import compute_metrics, selection_value
+from mmkit.progress import progress
 
 Forward = Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
+LOG_EVERY = 25  # optimiser steps between progress-bar loss updates (each one reads the loss off the GPU)
 
 
 # ----------------------------------------------------------------------------------------- distributed
@@ -76,10 +77,13 @@ def init_distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(gpu)
+        # device_id binds this rank's GPU to the group: barriers and object collectives then use it
+        dist.init_process_group(backend="nccl", device_id=gpu)
+    else:
+        dist.init_process_group(backend="gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -87,6 +91,52 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def collective_device(device: Union[str, torch.device], backend: Optional[str] = None) -> torch.device:
+    """Where a tensor handed to a torch.distributed collective must live: NCCL takes CUDA tensors only (this
+    rank's GPU, whatever the tensor's origin), gloo takes them on the training device ``device``.
+
+    ``backend`` defaults to the initialised process group's (the training device outside DDP). Every
+    collective in ``fit`` goes through ``all_reduce`` / ``broadcast_`` below, which place tensors here, so the
+    gloo tests run the same placement code as a GPU run.
+
+    Example:
+        >>> collective_device("cpu", backend="gloo"), collective_device("cuda:1", backend="nccl")
+        (device(type='cpu'), device(type='cuda', index=1))
+    """
+    device = torch.device(device)
+    if backend is None and dist.is_available() and dist.is_initialized():
+        backend = str(dist.get_backend())
+    if backend == "nccl":
+        if device.type == "cuda" and device.index is not None:
+            return device
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def all_reduce(tensor: torch.Tensor, device: torch.device, op: Any = None) -> torch.Tensor:
+    """``dist.all_reduce`` (sum by default) of ``tensor`` placed on ``collective_device(device)``; returns
+    the reduced tensor there (``tensor`` itself when it already lived there)."""
+    t = tensor.to(collective_device(device))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op)
+    return t
+
+
+def broadcast_(tensor: torch.Tensor, device: torch.device, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` in place with rank ``src``'s, through ``collective_device(device)``."""
+    t = tensor.to(collective_device(device))
+    dist.broadcast(t, src)
+    if t is not tensor:
+        tensor.copy_(t)
+    return tensor
+
+
+def _barrier(device: torch.device) -> None:
+    if str(dist.get_backend()) == "nccl":
+        dist.barrier(device_ids=[collective_device(device).index])
+    else:
+        dist.barrier()
 
 
 def default_device(device: Union[None, str, torch.device] = None) -> torch.device:
@@ -168,31 +218,45 @@ def predict(
     device: torch.device,
     amp: tuple[bool, torch.dtype] = (False, torch.float32),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores [N, C] float32, targets, indices) over ``loader`` in eval mode, gathered across DDP ranks
-    and put in dataset order when batches carry "index"."""
+    """(scores [N, C] float32, targets, indices) over ``loader`` in eval mode, gathered across DDP ranks.
+
+    Under DDP every rank calls this (it is a collective) and gets the whole split. A loader that says it
+    is not sharded (``world_size == 1``: each rank holds every row) is not gathered. Gathered batches that
+    carry "index" are put in dataset order with each (index, copy) kept once, so rows a sampler padded onto
+    a short shard, or a loader that gives every rank the whole split, are not counted twice.
+    """
     was = model.training
     model.eval()
-    scores, targets, index = [], [], []
-    for batch in loader:
+    scores, targets, index, copies = [], [], [], []
+    # Scoring a large split takes a while: a transient line (inside fit, a second line of its bar).
+    for batch in progress(loader, desc="scoring", unit="batch", leave=False, total=len(loader),
+                          disable=_rank_world()[0] != 0):  # fmt: skip
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
             logits, y = forward(model, batch, device)
         scores.append(logits.float().cpu())
         targets.append(y.cpu())
         if "index" in batch:
             index.append(torch.as_tensor(batch["index"]).cpu())
+            copies.append(
+                torch.as_tensor(batch["copy"]).cpu() if "copy" in batch else torch.zeros_like(index[-1])
+            )
     model.train(was)
     s = torch.cat(scores).numpy() if scores else np.zeros((0, 0), np.float32)
     y = torch.cat(targets).numpy() if targets else np.zeros(0, np.int64)
     i = torch.cat(index).numpy() if index else np.arange(len(s))
+    c = torch.cat(copies).numpy() if copies else np.zeros(len(s), np.int64)
     _, world = _rank_world()
-    if world > 1:
+    if world > 1 and getattr(loader, "world_size", world) > 1:
         parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, (s, y, i, bool(index)))
+        dist.all_gather_object(parts, (s, y, i, c, bool(index)))
+        indexed = all(p[4] for p in parts if len(p[0]))
         parts = [p for p in parts if len(p[0])]
-        s, y, i = (np.concatenate([p[k] for p in parts]) for k in range(3)) if parts else (s, y, i)
-        if all(p[3] for p in parts):
-            order = np.argsort(i, kind="stable")
-            s, y, i = s[order], y[order], i[order]
+        if parts:
+            s, y, i, c = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        if indexed and len(s):
+            # one row per (index, copy), in dataset order: np.unique sorts and keeps first occurrences
+            _, keep = np.unique(i.astype(np.int64) * (int(c.max()) + 1) + c, return_index=True)
+            s, y, i = s[keep], y[keep], i[keep]
     return s, y, i
 
 
@@ -319,19 +383,29 @@ def fit(
         if best_path.exists():
             best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
 
-    has_val = val_loader is not None and len(val_loader) > 0
-    bar = tqdm(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, disable=rank != 0)
+    # Decided once for all ranks: a val split smaller than the world leaves some ranks an empty shard, and
+    # every rank must still join predict's gather (a rank that skipped it would hang the others).
+    n_val = torch.tensor([len(val_loader) if val_loader is not None else 0], dtype=torch.int64)
+    if world > 1:
+        n_val = all_reduce(n_val.to(device), device, dist.ReduceOp.MAX).cpu()
+    has_val = int(n_val[0]) > 0
+    val_batches = val_loader if val_loader is not None else []
+    # the running loss stays on the device (no GPU sync per step); float64 where the device has it
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    # One bar per fit; each epoch's steps are a second line of it that goes when the epoch ends.
+    bar = progress(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, unit="epoch",
+                   disable=rank != 0)  # fmt: skip
     for epoch in bar:
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of per-sample losses, samples)
+        loss_sum = torch.zeros(2, dtype=acc_dtype, device=device)  # (sum of per-sample losses, samples)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))
-            # one iterator, made here: tqdm.auto calls iter() on an iterable it is given, and a second iter()
+            # one iterator, made here: tqdm calls iter() on an iterable it is given, and a second iter()
             # would move a BatchLoader on to the next epoch's draws
             batches = iter(train_loader)
-            steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
+            steps = progress(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
             for i, batch in enumerate(steps):
                 group_start = i - i % cfg.grad_accum
                 group = min(cfg.grad_accum, n_batches - group_start)  # the last group may be shorter
@@ -342,25 +416,29 @@ def fit(
                         logits, y = forward(net, batch, device)
                     loss = loss_fn(logits.float(), y.float() if task == "multilabel" else y)
                     scaler.scale(loss / group).backward()
-                loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+                loss_sum[0] += loss.detach().to(acc_dtype) * len(y)
+                loss_sum[1] += len(y)
                 if sync:
                     scaler.step(opt)
                     scaler.update()
                     opt.zero_grad(set_to_none=True)
                     sched.step()
-                    steps.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+                    if rank == 0 and (i // cfg.grad_accum) % LOG_EVERY == 0:  # one GPU sync per interval
+                        mean = float(loss_sum[0] / loss_sum[1].clamp(min=1))
+                        steps.set_postfix(loss=f"{mean:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if world > 1:
-            dist.all_reduce(loss_sum)
+            loss_sum = all_reduce(loss_sum, device)
             for b in inner.buffers():  # BatchNorm statistics: rank 0's, so all ranks hold the same model
-                dist.broadcast(b, 0)
+                broadcast_(b, device, 0)
+        loss_total, loss_n = loss_sum.tolist()  # the epoch's one read of the running loss
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": float(loss_sum[0] / max(1.0, float(loss_sum[1]))),
+            "train_loss": loss_total / max(1.0, loss_n),
             "lr": float(sched.get_last_lr()[0]),
             "seconds": time.perf_counter() - t0,
         }
         if has_val:
-            scores, y_val, _ = predict(inner, val_loader, forward, device, amp)
+            scores, y_val, _ = predict(inner, val_batches, forward, device, amp)
             metrics = compute_metrics(
                 y_val, scores, task, classes or [str(c) for c in range(scores.shape[1])]
             )
@@ -395,7 +473,7 @@ def fit(
                 last_path,
             )
         if world > 1:
-            dist.barrier()  # no rank runs ahead of the checkpoint
+            _barrier(device)  # no rank runs ahead of the checkpoint
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{score:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(row)
@@ -749,8 +827,11 @@ __all__ = [
     "FitResult",
     "Stage1Result",
     "atomic_save",
+    "all_reduce",
     "batch_forward",
+    "broadcast_",
     "build_stage1",
+    "collective_device",
     "default_device",
     "fit",
     "image_forward",

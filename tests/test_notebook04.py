@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from notebook_checks import check_reads_well
+
 from mmkit.heads import HEADS
 from mmkit.run import NOTEBOOKS, execute_notebook
 
@@ -13,6 +15,9 @@ NOTEBOOK = NOTEBOOKS / "04_multimodal_fusion.ipynb"
 def test_notebook04_smoke(tmp_path):
     out = tmp_path / "nb04"
     metrics = execute_notebook(NOTEBOOK, out, {"bank_dir": str(tmp_path / "bank")}, smoke=True)
+    check_reads_well(
+        out / "04_multimodal_fusion.ipynb"
+    )  # the results table is not behind "Show more outputs"
     assert metrics["task"] == "multiclass" and metrics["head"] == "concat-linear"
     assert set(metrics["heads"]) == set(HEADS)
     assert set(metrics["baselines"]) == {"image-only", "text-only"}

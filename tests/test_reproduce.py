@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+from notebook_checks import check_reads_well
 
 from mmkit.config import ReproduceConfig
 from mmkit.reproduce import PAPER_FIGURES, markdown_table, stage1_variants, summarize
@@ -46,6 +47,7 @@ def test_paper_figures_are_the_published_ones():
 def test_notebook05_smoke(tmp_path):
     notebook = NOTEBOOKS / "05_reproduce.ipynb"
     metrics = execute_notebook(notebook, tmp_path, smoke=True)
+    check_reads_well(tmp_path / "05_reproduce.ipynb")  # one grid bar, no dead widget
     smoke = smoke_parameters(notebook)
     n_seeds, m = smoke["n_seeds"], smoke["copies"]
     assert metrics["n_seeds"] == n_seeds and metrics["metric"] == "test_accuracy"

@@ -14,8 +14,10 @@ from mmkit.data.food101 import read_upmc_food101
 from mmkit.data.synthetic import make_synthetic_food101
 from mmkit.models import parse_train_blocks
 from mmkit.train import (
+    LOG_EVERY,
     batch_forward,
     build_stage1,
+    collective_device,
     fit,
     image_forward,
     load_stage1,
@@ -334,6 +336,38 @@ def test_command_line_entry(tmp_path):
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["best_epoch"] == 0
     assert main(args + ["--resume", "True"]) == 0  # nothing left to train: reloads and scores the same
     assert read_metrics(out)["test_accuracy"] == m["test_accuracy"]
+
+
+def test_collective_device_is_the_gpu_for_nccl_and_the_training_device_otherwise():
+    assert collective_device("cuda:1", backend="nccl") == torch.device("cuda", 1)  # NCCL: CUDA tensors only
+    assert collective_device("cpu", backend="gloo") == torch.device("cpu")
+    assert collective_device("cuda:0", backend="gloo") == torch.device(
+        "cuda", 0
+    )  # gloo takes them as they are
+    assert collective_device("cpu") == torch.device("cpu")  # no process group: the training device
+
+
+def test_running_loss_is_read_once_per_interval_not_per_step(monkeypatch):
+    # lr=0: the weights never move, so the epoch's train_loss must be the per-sample mean loss of the start
+    # model over every sample, the short last batch (50 = 6 x 8 + 2) weighted by its 2 samples
+    x, y = _toy(n=50)
+    torch.manual_seed(0)
+    model = Head(5, 3)
+    with torch.no_grad():
+        expected = float(nn.functional.cross_entropy(model({"features": x}), y))
+    reads = []
+    for name in ("item", "tolist", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda t, *a, _real=real, _name=name: reads.append(_name) or _real(t, *a)
+        )
+    cfg = TrainConfig(epochs=1, lr=0.0, schedule="constant", channels_last=False)
+    r = fit(model, ToyLoader(x, y, 8), None, cfg, forward=batch_forward)
+    monkeypatch.undo()
+    steps = len(ToyLoader(x, y, 8))
+    assert math.isclose(r.history[0]["train_loss"], expected, rel_tol=1e-6)
+    # the progress bar every LOG_EVERY steps, the epoch's total once: far fewer reads than steps
+    assert len(reads) <= math.ceil(steps / LOG_EVERY) + 3 < steps, reads
 
 
 def _tagged_stage1(food, tmp_path, monkeypatch, tag):
