@@ -115,6 +115,12 @@ def _check_roundtrip(exp, food, tmp_path):
     assert np.array_equal(model.predict_logits(images, texts), expected)  # bit for bit, on the CPU
     probs = model.predict(images, texts)
     assert probs.shape == (len(recs), len(food.classes)) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    # a missing modality is substituted as in training: the same as the experiment's no-image condition
+    from mmkit.stage2 import predict
+
+    main = exp.results[exp.main]
+    no_image, _, _ = predict(main.model, main.loaders["test"], drop="image")
+    assert np.allclose(model.predict_logits(None, texts), no_image, atol=1e-5)
     # the command line on a manifest of the same rows writes the same predictions
     import pandas as pd
 
@@ -167,3 +173,25 @@ def test_load_model_refuses_other_major_versions_and_missing_files(food, tmp_pat
         load_model(folder)
     with pytest.raises(FileNotFoundError, match="model.json is missing"):
         load_model(tmp_path / "nothing")
+
+
+def test_multilabel_model_gives_per_label_probabilities(tmp_path, monkeypatch):
+    monkeypatch.delenv("MMKIT_CACHE", raising=False)
+    from mmkit.data import make_synthetic_fpus23, read_fpus23
+    from mmkit.experiment import run_fusion_experiment
+    from mmkit.model import load_model, save_model
+
+    root = make_synthetic_fpus23(tmp_path / "fpus", n_streams=8, frames_per_stream=6, width=48, height=32)
+    ds = read_fpus23(root, task="organs")
+    exp = run_fusion_experiment(
+        ds, augment=AugmentConfig(image_size=32, batch_size=8, copies=1), model=ModelConfig("timm:test_resnet"),
+        train=TrainConfig(epochs=2, lr=1e-2, optimizer="adamw"), text=TextConfig(text_folds=3),
+        fusion=FusionConfig(head="late", bank_views=1, compare_heads=False), out_dir=tmp_path / "run",
+    )  # fmt: skip
+    model = load_model(save_model(exp, tmp_path / "model"))
+    recs = ds.records("test")
+    logits = _test_logits(exp)
+    probs = model.predict([r.image_path for r in recs], [r.text for r in recs])
+    assert model.task == "multilabel" and probs.shape == (len(recs), len(ds.classes))
+    assert np.array_equal(probs, torch.sigmoid(torch.from_numpy(logits)).numpy())  # one sigmoid per label
+    assert (tmp_path / "run" / "feature_bank").is_dir()  # the bank defaults under out_dir
