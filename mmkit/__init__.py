@@ -8,6 +8,7 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.features  feature bank: K cached views from a frozen backbone        -> fusion head input
     mmkit.heads     fusion heads  |  mmkit.stage2: train them  |  mmkit.train: one fit loop -> checkpoints
     mmkit.experiment  notebook 04: every head beside the single-modality baselines -> tables, metrics
+    mmkit.model     the trained model saved / loaded (save_model, load_model(...).predict) -> model/
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
     mmkit.agreement label_agreement: does an augmentation keep the model's prediction?
     mmkit.checks    check_inputs: missing files named before a slow step  |  mmkit.progress: plain-text bars
@@ -69,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["HEADS", "FusionModel", "make_head"], "mmkit.heads"),
     **dict.fromkeys(["Stage2Result", "train_stage2"], "mmkit.stage2"),
     **dict.fromkeys(["FusionExperiment", "run_fusion_experiment"], "mmkit.experiment"),
+    **dict.fromkeys(["MultimodalModel", "load_model", "predict_manifest", "save_model"], "mmkit.model"),
     **dict.fromkeys(["FitResult", "fit", "load_stage1", "train_stage1"], "mmkit.train"),
     "compute_metrics": "mmkit.metrics",
     **dict.fromkeys(["read_metrics", "write_metrics"], "mmkit.report"),

@@ -91,7 +91,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_epochs: Optional[int] = None  # schedule "step": decay every this many epochs (None: epochs // 3)
     step_gamma: float = 0.1  # schedule "step": the decay factor
-    select_metric: str = "auto"  # the val metric that picks the epoch; auto: accuracy (multiclass), mAP
+    # the val metric that picks the epoch (a compute_metrics key: accuracy, macro_f1, mAP, ...); auto: the
+    # task's headline metric (metrics.headline_metric: accuracy, mAP for multi-label, macro_f1 for FPUS23 head)
+    select_on: str = "auto"
     grad_accum: int = 1
     amp: bool = True  # used only where the device supports it
     resume: bool = False  # continue from out_dir/last.pt (exactly: same weights as a run straight through)

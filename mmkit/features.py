@@ -8,11 +8,17 @@ draw), every val/test image its plain eval view, and training images also their 
 keeps batch augmentation by drawing M of the K cached views of each sample at every step (``BankLoader``).
 
 The bank lives on disk as float16 ``.npy`` files under ``cache_dir/<key hash>/``. The key holds the
-backbone name, its weights (the checkpoint file's SHA-256, the pretrained tag, or a hash of the weights
-themselves for a module or a random init), the augmentation preset, K, the image size, the seed and a
-fingerprint of the dataset's splits (ids and image files). The same key reuses the bank; any change builds
-a new one. A bank is written to a temporary folder and renamed into place, so an interrupted build never
-leaves a half bank that a later run would reuse.
+backbone name, its weights (a hash of the weights themselves, for a stage-1 checkpoint, a module or a random
+init; a pretrained file's SHA-256 or the pretrained tag), the normalisation a stage-1 checkpoint records,
+the augmentation preset, K, the image size, the seed, the mmkit and albumentations versions, and a
+fingerprint of the dataset's splits: ids, image files and each file's size and mtime_ns, so an image
+overwritten in place builds a new bank. The same key reuses the bank; any change builds a new one. A bank
+is written to a temporary folder ``<hash>.tmp-<host>-<pid>`` and renamed into place, so an interrupted
+build never leaves a half bank that a later run would reuse; the folders a killed build left behind are
+removed by the next build in that cache (those of processes no longer alive on this host).
+
+Where banks live (``default_bank_dir``): ``$MMKIT_CACHE/feature_bank`` when the ``MMKIT_CACHE``
+environment variable is set (one cache shared by every run), else ``<out_dir>/feature_bank``.
 
 Example:
     >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64, cache_dir="runs/bank")  # doctest: +SKIP
@@ -26,7 +32,9 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +49,7 @@ from torch import nn
 from mmkit.heads import modality_dropout_masks
 from mmkit.progress import progress
 
-BANK_VERSION = 1  # bump when the bank's layout or the way features are computed changes
+BANK_VERSION = 2  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
 
 
@@ -55,23 +63,56 @@ def file_sha256(path: Union[str, Path], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def weights_sha256(module: nn.Module) -> str:
-    """SHA-256 over a module's state dict (names, shapes, dtypes and values, in key order)."""
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict (names, shapes, dtypes and values, in key order)."""
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state.items():
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, shapes, dtypes and values, in key order)."""
+    return state_sha256(module.state_dict())
+
+
+def checkpoint_weights_sha256(checkpoint: Union[str, Path]) -> str:
+    """SHA-256 of the backbone weights a checkpoint holds, not of the file's bytes: the same weights saved
+    twice (another archive name inside the file, another epoch or history beside them) name one bank.
+    A classifier's ``backbone.*`` weights are hashed without its head."""
+    from mmkit.models import read_state_dict
+
+    state = read_state_dict(checkpoint)
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state_sha256(backbone or state)
+
+
+def _stat(path: Any) -> str:
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError):
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def dataset_fingerprint(dataset: Any) -> str:
-    """Hash of each split's record ids and image files: a bank is never reused on other images."""
+    """Hash of each split's record ids, image files and the files' size and mtime_ns: a bank is never
+    reused on other images, nor on an image overwritten in place."""
     h = hashlib.sha256()
     for split in SPLITS:
         for r in dataset.records(split) if split in dataset.splits else []:
-            h.update(f"{split}\t{r.id}\t{r.image_path}\n".encode())
+            h.update(f"{split}\t{r.id}\t{r.image_path}\t{_stat(r.image_path)}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import albumentations
+
+    from mmkit import __version__
+
+    return {"mmkit": __version__, "albumentations": albumentations.__version__}
 
 
 def bank_key(
@@ -82,17 +123,20 @@ def bank_key(
     image_size: int,
     seed: int,
     data: str,
+    norm: Any = None,
 ) -> dict[str, Any]:
     """The settings a bank depends on; its folder name is a hash of this dict."""
     return {
         "version": BANK_VERSION,
         "backbone": backbone,
         "weights": weights,
+        "norm": [list(map(float, norm[0])), list(map(float, norm[1]))] if norm is not None else None,
         "preset": preset,
         "views": int(views),
         "image_size": int(image_size),
         "seed": int(seed),
         "data": data,
+        **_versions(),
     }
 
 
@@ -137,6 +181,31 @@ def backbone_module(
     return _create_backbone(backbone, pretrained, checkpoint, seed, image_size)
 
 
+def stage1_backbone(checkpoint: Union[str, Path]) -> Optional[nn.Module]:
+    """The backbone of a stage-1 checkpoint of ``mmkit.train`` as it was trained (architecture, weights,
+    and the normalisation it recorded), or None for a checkpoint without stage-1 meta (a plain state
+    dict: ``create_backbone`` reads it)."""
+    from mmkit.train import load_stage1, read_stage1_meta
+
+    try:
+        read_stage1_meta(checkpoint)
+    except ValueError:
+        return None
+    return load_stage1(checkpoint).backbone
+
+
+def stage1_norm(checkpoint: Optional[Union[str, Path]]) -> Any:
+    """The (mean, std) a stage-1 checkpoint records, or None (no checkpoint, or no stage-1 meta)."""
+    if checkpoint is None:
+        return None
+    from mmkit.train import read_stage1_meta
+
+    try:
+        return read_stage1_meta(checkpoint).get("norm")
+    except ValueError:
+        return None
+
+
 def _create_backbone(
     name: str,
     pretrained: Optional[str],
@@ -146,6 +215,10 @@ def _create_backbone(
 ) -> nn.Module:
     from mmkit.models import create_backbone
 
+    if checkpoint is not None:
+        module = stage1_backbone(checkpoint)  # its own architecture, norm and input size
+        if module is not None:
+            return module
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         source = str(checkpoint) if checkpoint is not None else pretrained
@@ -155,10 +228,10 @@ def _create_backbone(
 def weights_id(
     pretrained: Optional[str], checkpoint: Optional[Union[str, Path]], module: Optional[nn.Module]
 ) -> str:
-    """How the key names the weights: a checkpoint's file hash, a pretrained file's hash or tag, else the
-    hash of the (random-init) weights."""
+    """How the key names the weights: a checkpoint's weights hash (``checkpoint_weights_sha256``), a
+    pretrained file's hash or tag, else the hash of the (random-init) weights."""
     if checkpoint is not None:
-        return f"checkpoint:{file_sha256(checkpoint)}"
+        return f"checkpoint:{checkpoint_weights_sha256(checkpoint)}"
     if pretrained is not None:
         return f"file:{file_sha256(pretrained)}" if Path(pretrained).is_file() else f"tag:{pretrained}"
     if module is None:
@@ -191,6 +264,68 @@ def load_backbone_weights(module: nn.Module, checkpoint: Union[str, Path]) -> nn
         )
     module.load_state_dict({k: state[k] for k in own}, strict=True)
     return module
+
+
+# ------------------------------------------------------------------------------------------ bank folders
+def default_bank_dir(out_dir: Union[None, str, Path] = None) -> Path:
+    """Where banks go when no ``bank_dir`` is given: ``$MMKIT_CACHE/feature_bank`` when the environment sets
+    ``MMKIT_CACHE`` (one cache for every run), else ``<out_dir>/feature_bank``; never inside the package.
+
+    Example:
+        >>> str(default_bank_dir("runs/04")) if "MMKIT_CACHE" not in os.environ else "runs/04/feature_bank"
+        'runs/04/feature_bank'
+    """
+    cache = os.environ.get("MMKIT_CACHE")
+    if cache:
+        return Path(cache).expanduser() / "feature_bank"
+    if out_dir is None:
+        raise ValueError(
+            "no folder for the feature bank: pass bank_dir (FusionConfig(bank_dir=...)), an out_dir, "
+            "or set the MMKIT_CACHE environment variable"
+        )
+    return Path(out_dir) / "feature_bank"
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{_HOST}-{os.getpid()}-{time.time_ns()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_tmp(cache_dir: Union[str, Path]) -> list[Path]:
+    """Remove the half-written ``<hash>.tmp-<host>-<pid>-<n>`` folders of builds that were killed: those of
+    this host whose process is gone, and the old ``<hash>.tmp-<n>`` ones (no owner recorded) older than a
+    day. A live build's folder, or another host's (a shared file system), is left alone. Returns what
+    was removed."""
+    removed = []
+    root = Path(cache_dir)
+    if not root.is_dir():
+        return removed
+    for tmp in root.glob("*.tmp-*"):
+        owner = tmp.name.rsplit(".tmp-", 1)[1].split("-")
+        if len(owner) == 3:
+            host, pid = owner[0], owner[1]
+            stale = host == _HOST and pid.isdigit() and not _alive(int(pid))
+        else:
+            try:
+                stale = time.time() - tmp.stat().st_mtime > 86400
+            except OSError:
+                continue
+        if stale and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------------ bank
@@ -322,14 +457,16 @@ def build_feature_bank(
     image_size: int = 224,
     seed: int = 0,
     batch_size: int = 32,
-    cache_dir: Union[str, Path] = "runs/feature_bank",
+    cache_dir: Union[None, str, Path] = None,
     device: Optional[Union[str, torch.device]] = None,
     num_workers: int = 0,
 ) -> FeatureBank:
     """Compute (or reuse) the feature bank of ``dataset`` under a frozen ``backbone``.
 
     ``batch_size`` counts images per forward pass (samples x views for the training split). Under
-    torchrun rank 0 builds the bank and the other ranks wait and open it.
+    torchrun rank 0 builds the bank and the other ranks wait and open it. ``cache_dir`` None:
+    ``$MMKIT_CACHE/feature_bank`` (``default_bank_dir``). A stage-1 ``checkpoint`` brings its own
+    architecture and normalisation (``load_stage1``).
 
     Example:
         >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64)  # doctest: +SKIP
@@ -345,10 +482,15 @@ def build_feature_bank(
         module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
     from mmkit.augment import preset_key  # a preset file is keyed by its content, not only its path
 
-    key = bank_key(name, weights, preset_key(preset), views, image_size, seed, dataset_fingerprint(dataset))
-    path = Path(cache_dir) / key_hash(key)
+    norm = stage1_norm(checkpoint)
+    key = bank_key(
+        name, weights, preset_key(preset), views, image_size, seed, dataset_fingerprint(dataset), norm
+    )
+    cache = Path(cache_dir) if cache_dir is not None else default_bank_dir()
+    path = cache / key_hash(key)
     if (path / "bank.json").exists():
         return _open_bank(path, key, reused=True)
+    clean_stale_tmp(cache)
 
     start = time.perf_counter()
     if module is None:  # named by its weights file above (already hashed): only build it
@@ -356,7 +498,7 @@ def build_feature_bank(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     was_training = module.training
     module.to(device).eval()  # frozen: BatchNorm uses its running statistics, dropout is off
-    tmp = path.with_name(path.name + f".tmp-{time.time_ns()}")
+    tmp = _tmp_name(path)
     tmp.mkdir(parents=True)
     try:
         ids = {s: [r.id for r in dataset.records(s)] for s in SPLITS if s in dataset.splits}
@@ -516,11 +658,17 @@ __all__ = [
     "FeatureBank",
     "bank_key",
     "build_feature_bank",
+    "checkpoint_weights_sha256",
+    "clean_stale_tmp",
     "dataset_fingerprint",
+    "default_bank_dir",
     "file_sha256",
     "key_hash",
     "load_backbone",
     "load_backbone_weights",
+    "stage1_backbone",
+    "stage1_norm",
+    "state_sha256",
     "weights_sha256",
     "weights_id",
 ]

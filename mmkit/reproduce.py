@@ -104,6 +104,7 @@ def run_comparison(
     from mmkit.data import load_dataset
     from mmkit.features import build_feature_bank
     from mmkit.heads import HEADS
+    from mmkit.model import model_from_stage2, save_model
     from mmkit.stage2 import train_stage2
     from mmkit.text import compute_text_features
     from mmkit.train import train_stage1
@@ -144,17 +145,19 @@ def run_comparison(
         aug_s, s2 = replace(augment, seed=seed), replace(stage2, seed=seed)
 
         def fuse(ds: Any, table: Any, bank: Any, head: str, copies: int, modalities: str = "both",
-                 aug_s: AugmentConfig = aug_s, s2: TrainConfig = s2) -> dict[str, Any]:  # fmt: skip
-            return train_stage2(
+                 aug_s: AugmentConfig = aug_s, s2: TrainConfig = s2, full: bool = False) -> Any:  # fmt: skip
+            result = train_stage2(
                 ds, table, bank=bank, head=head, fusion=fusion, train=s2, augment=replace(aug_s, copies=copies),
                 modalities=modalities, device=device,
-            ).metrics  # fmt: skip
+            )  # fmt: skip
+            return result if full else result.metrics
 
-        def text_features(ds: Any, seed: int = seed) -> Any:
+        def text_features(ds: Any, seed: int = seed, encoder: bool = False) -> Any:
             kw = dict(features=text.text_features, folds=text.text_folds, seed=seed)
-            return compute_text_features(ds, text.text_encoder, **kw, **(text.text_options or {}))[0]
+            table, fitted = compute_text_features(ds, text.text_encoder, **kw, **(text.text_options or {}))
+            return (table, fitted) if encoder else table
 
-        feats = text_features(dataset)
+        feats, text_encoder = text_features(dataset, encoder=True)
         frozen = bank_for(seed, None)
         for method, modalities in (
             ("text only", "text"),
@@ -184,7 +187,20 @@ def run_comparison(
             heads = [fusion.head] + [h for h in HEADS if h != fusion.head] if main else [fusion.head]
             for head in heads:
                 group = "proposed" if head == fusion.head else "fusion heads"
-                metrics = fuse(dataset, feats, tuned, head, copies)
+                if main and head == fusion.head and seed == seeds[0]:
+                    # the proposed model of the first seed is the run's artefact: out_dir/model (mmkit.model)
+                    result = fuse(dataset, feats, tuned, head, copies, full=True)
+                    save_model(
+                        model_from_stage2(
+                            result, text_encoder, augment=replace(aug_s, copies=copies), fusion=fusion,
+                            model=replace(model, train_blocks=blocks), text_kind=feats.kind, bank=tuned,
+                            checkpoint=s1.checkpoint,
+                        ),
+                        out / "model",
+                    )  # fmt: skip
+                    metrics = result.metrics
+                else:
+                    metrics = fuse(dataset, feats, tuned, head, copies)
                 rows.append(_row(f"proposed ({tag}) + {head}", group, seed, metrics, task))
             if main and no_view is not None:
                 metrics = fuse(no_view, nv_feats, tuned, fusion.head, copies)

@@ -203,6 +203,40 @@ def run_demo(out: str | Path, smoke: bool = False) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _add_predict_parser(sub: Any) -> None:
+    predict = sub.add_parser("predict", help="predict a manifest with a saved model (notebook 04's model/)")
+    predict.add_argument(
+        "model", help="the model folder save_model wrote (e.g. runs/04_multimodal_fusion/model)"
+    )
+    predict.add_argument(
+        "--manifest", required=True, help="CSV (header id,image,text) or JSONL of the inputs"
+    )
+    predict.add_argument(
+        "--out", required=True, help="the predictions CSV: id, pred, one p_<class> per class"
+    )
+    predict.add_argument("--device", default="cpu")
+    predict.add_argument("--image-col", default="image")
+    predict.add_argument("--text-col", default="text")
+    predict.add_argument("--id-col", default="id")
+    predict.set_defaults(func=predict_command)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``mmkit predict MODEL --manifest FILE --out preds.csv``: ``mmkit.model.predict_manifest``."""
+    from mmkit.model import predict_manifest
+
+    try:
+        out = predict_manifest(
+            args.model, args.manifest, args.out, device=args.device,
+            image_col=args.image_col, text_col=args.text_col, id_col=args.id_col,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        print(f"mmkit predict: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
     notebook = _resolve_notebook(args.notebook)
     out = Path(args.out or ROOT / "runs" / notebook.stem)
@@ -237,13 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     params = sub.add_parser("params", help="list a notebook's parameters")
     params.add_argument("notebook")
     params.set_defaults(func=_cmd_params)
+    _add_predict_parser(sub)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)  # None, or an exit status (mmkit predict)
     except ParameterError as err:
         print(f"mmkit: {err}", file=sys.stderr)
         return 2
@@ -252,7 +287,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(failure_summary(err, _executed_path(err, args)), file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 def _executed_path(err: Exception, args: argparse.Namespace) -> Path:

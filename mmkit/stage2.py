@@ -206,6 +206,9 @@ def train_stage2(
     from mmkit.train import batch_forward, default_device, fit
 
     fusion, train, augment = fusion or FusionConfig(), train or TrainConfig(), augment or AugmentConfig()
+    from mmkit.train import resolve_select_on
+
+    train = resolve_select_on(train, dataset)  # select_on="auto": the dataset's headline metric
     if (bank is None) == (backbone is None):
         raise ValueError("pass either bank= (feature bank path) or backbone= (live path)")
     device = default_device(device if device is not None else train.device)  # as stage 1 does

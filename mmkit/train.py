@@ -13,7 +13,7 @@ that yields batch dicts and has ``set_epoch(epoch)`` and ``len()``:
   channels-last memory format.
 - Loss: cross-entropy (``task="multiclass"``) or BCE-with-logits (``"multilabel"``), or ``loss_fn``.
 - Each epoch the validation split is scored with ``mmkit.metrics.compute_metrics`` and the best epoch by
-  ``cfg.select_metric`` (accuracy / mAP by default) is kept: never the test split, which ``fit`` never sees.
+  ``cfg.select_on`` (the task's headline metric by default) is kept: never the test split, which ``fit`` never sees.
 - Checkpoints (``out_dir``): ``last.pt`` after every epoch (model, optimiser, scheduler, scaler, epoch,
   history, best so far) and ``best.pt`` (the selected weights plus ``meta``), each written to a temporary
   file and renamed, so a kill never leaves half a file. ``resume=True`` continues from ``last.pt``.
@@ -275,11 +275,18 @@ class FitResult:
 
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
-    """``torch.save`` to a temporary sibling, then rename: readers see the old file or the new, never half."""
+    """``torch.save`` to a temporary sibling, then rename: readers see the old file or the new, never half.
+
+    The data go through an open file, not the temporary name: ``torch.save`` names the archive inside the
+    file after the path it is given, so saving to ``.best.pt.<pid>.tmp`` gave the same weights different
+    bytes on every run. Through a file object the archive is always ``archive/``: the same object saves
+    to the same bytes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
     os.replace(tmp, path)
     return path
 
@@ -436,7 +443,7 @@ def fit(
                 y_val, scores, task, classes or [str(c) for c in range(scores.shape[1])]
             )
             row.update(_scalars(metrics, "val_"))
-            score = selection_value(metrics, cfg.select_metric, task)
+            score = selection_value(metrics, cfg.select_on, task)
         else:
             metrics, score = {}, float(epoch)  # no validation split: the last epoch wins (never test)
         row["val_score"] = score
@@ -560,6 +567,7 @@ def train_stage1(
         train or TrainConfig(),
         augment or AugmentConfig(),
     )
+    train_cfg = resolve_select_on(train_cfg, dataset)
     init_distributed()
     rank, _ = _rank_world()
     out = Path(out_dir if out_dir is not None else train_cfg.out_dir)
@@ -569,16 +577,7 @@ def train_stage1(
     loaders = stage1_loaders(dataset, augment_cfg, train_cfg.seed)
     forward = image_forward(net.backbone.norm, train_cfg.channels_last)
     classes = list(dataset.classes)
-    meta = {
-        "kind": "stage1",
-        "backbone": model_cfg.backbone,
-        "pretrained": model_cfg.pretrained,
-        "train_blocks": model_cfg.train_blocks,
-        "image_size": augment_cfg.image_size,
-        "norm": [list(net.backbone.norm[0]), list(net.backbone.norm[1])],
-        "classes": classes,
-        "task": dataset.task,
-    }
+    meta = stage1_meta(net.backbone, model_cfg, augment_cfg, dataset)
     result = fit(
         net,
         loaders["train"],
@@ -602,24 +601,186 @@ def train_stage1(
     return Stage1Result(result.model, metrics, result.history, result.best_epoch, result.checkpoint)
 
 
+def resolve_select_on(cfg: TrainConfig, dataset: Any) -> TrainConfig:
+    """``cfg`` with ``select_on="auto"`` made the dataset's headline metric (``metrics.headline_metric``:
+    macro_f1 on FPUS23's imbalanced head task, accuracy / mAP elsewhere), so the epoch is picked by the
+    number the task reports."""
+    import dataclasses
+
+    from mmkit.metrics import headline_metric
+
+    if cfg.select_on != "auto" or dataset is None:
+        return cfg
+    return dataclasses.replace(cfg, select_on=headline_metric(dataset.task, dataset))
+
+
+STAGE1_FORMAT = 2  # 2: the checkpoint describes itself (hub tag / weights file, norm, preset, version)
+
+
+def stage1_meta(backbone: Any, model: ModelConfig, augment: AugmentConfig, dataset: Any) -> dict[str, Any]:
+    """What a stage-1 checkpoint records about itself, so stage 2 can rebuild its preprocessing exactly.
+
+    ``pretrained`` is split into ``hub_tag`` or ``weights_file``: the tag decides the mean/std a hub model
+    expects (``vit_small_patch16_224.dino`` uses ImageNet's, its default tag 0.5), and a rebuild without
+    the tag would take the default tag's. ``norm`` is the (mean, std) stage 1 normalised with.
+    """
+    from mmkit import __version__
+
+    pretrained = model.pretrained
+    is_file = pretrained is not None and Path(str(pretrained)).is_file()
+    return {
+        "kind": "stage1",
+        "format": STAGE1_FORMAT,
+        "mmkit_version": __version__,
+        "backbone": model.backbone,
+        "pretrained": pretrained,
+        "hub_tag": None if is_file or pretrained is None else str(pretrained),
+        "weights_file": str(Path(str(pretrained)).resolve()) if is_file else None,
+        "norm": [list(backbone.norm[0]), list(backbone.norm[1])],
+        "image_size": augment.image_size,
+        "preset": augment.preset,
+        "copies": augment.copies,
+        "train_blocks": model.train_blocks,
+        "classes": list(dataset.classes),
+        "task": dataset.task,
+        "dataset": getattr(dataset, "name", None),
+    }
+
+
+def read_stage1_meta(path: Union[str, Path]) -> dict[str, Any]:
+    """The ``meta`` of a stage-1 checkpoint (``best.pt`` / ``last.pt`` of ``train_stage1``); a clear error
+    for a missing file or one that is not a stage-1 checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"stage-1 checkpoint {path} does not exist (notebook parameter checkpoint, "
+            "FusionConfig(checkpoint=...)); pass the best.pt that notebook 03 printed"
+        )
+    try:  # mmap: the meta without reading every tensor of a large checkpoint
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # an old (non-zip) torch file cannot be mapped
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = (state.get("meta") or {}) if isinstance(state, dict) else {}
+    if meta.get("kind") != "stage1":
+        raise ValueError(f"{path} is not a stage-1 checkpoint of mmkit.train (its meta: {sorted(meta)})")
+    return dict(meta)
+
+
 def load_stage1(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The classifier saved by ``train_stage1`` in ``best.pt`` / ``last.pt`` (backbone rebuilt from its meta).
+    """The classifier saved by ``train_stage1`` in ``best.pt`` / ``last.pt``, rebuilt from its meta: the
+    backbone architecture, its normalisation (``backbone.norm``: the checkpoint's, so a hub tag's mean/std
+    survive without the tag's weights being fetched), the input size and the layer policy. ``clf.classes``
+    and ``clf.meta`` hold the class list and the whole meta. The global torch RNG is left untouched.
 
     Example:
         >>> clf = load_stage1("runs/s1/best.pt")  # doctest: +SKIP
-        >>> clf.backbone.num_features, clf.classes  # doctest: +SKIP
+        >>> clf.backbone.num_features, clf.backbone.norm, clf.classes  # doctest: +SKIP
     """
-    from mmkit.models import ImageClassifier, create_backbone
+    from mmkit.models import ImageClassifier, apply_layer_policy, create_backbone
 
+    meta = read_stage1_meta(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = state.get("meta") or {}
-    if meta.get("kind") != "stage1":
-        raise ValueError(f"{path} is not a stage-1 checkpoint of mmkit.train (its meta: {sorted(meta)})")
-    backbone = create_backbone(meta["backbone"], pretrained=None, image_size=meta.get("image_size"))
-    clf = ImageClassifier(backbone, len(meta["classes"]))
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: keep the caller's RNG
+        backbone = create_backbone(meta["backbone"], pretrained=None, image_size=meta.get("image_size"))
+        clf = ImageClassifier(backbone, len(meta["classes"]))
     clf.load_state_dict(state["model"])
+    if meta.get("norm"):
+        mean, std = meta["norm"]
+        backbone.norm = (tuple(float(m) for m in mean), tuple(float(v) for v in std))
+    backbone.pretrained = meta.get("pretrained")
+    if meta.get("train_blocks"):
+        apply_layer_policy(clf, meta["train_blocks"])
     clf.classes = list(meta["classes"])
+    clf.meta = meta
     return clf.to(device).eval()
+
+
+def check_classes(stored: list[str], dataset: Any, source: Union[str, Path]) -> None:
+    """A model trained on ``stored`` classes applied to ``dataset``: another class *count* is an error
+    (the head has the wrong number of outputs); the same count under other names is a warning (the order
+    may still match, e.g. renamed labels; the predictions are read in the stored order)."""
+    classes = [str(c) for c in dataset.classes]
+    stored = [str(c) for c in stored]
+    name = getattr(dataset, "name", "the dataset")
+    if len(stored) != len(classes):
+        raise ValueError(
+            f"{source} was trained on {len(stored)} classes ({stored[:5]}{'...' if len(stored) > 5 else ''}) "
+            f"but {name} has {len(classes)} ({classes[:5]}{'...' if len(classes) > 5 else ''}): it is a "
+            "model of another dataset. Pass a checkpoint trained on this dataset (notebook parameter "
+            "checkpoint, FusionConfig(checkpoint=...)), or none"
+        )
+    if stored != classes:
+        diff = [(a, b) for a, b in zip(stored, classes) if a != b]
+        warnings.warn(
+            f"{source} was trained on classes named differently from {name}'s "
+            f"(checkpoint vs dataset, e.g. {diff[:3]}); class i of the checkpoint is taken as class i here",
+            stacklevel=3,
+        )
+
+
+# the stage-1 settings stage 2 takes from a checkpoint: (config, field, what to tell the user)
+_RESTORED = (
+    ("model", "backbone", "backbone"),
+    ("model", "pretrained", "pretrained"),
+    ("augment", "image_size", "image_size"),
+    ("augment", "preset", "preset"),
+)
+
+
+def restore_stage1_settings(
+    checkpoint: Union[None, str, Path],
+    model: ModelConfig,
+    augment: AugmentConfig,
+    dataset: Any = None,
+    fallback: Optional[dict[str, Any]] = None,
+) -> tuple[ModelConfig, AugmentConfig]:
+    """``model`` and ``augment`` for stage 2 on top of ``checkpoint``: the settings a ``None`` field
+    leaves open (backbone, pretrained, image_size, preset) come from the checkpoint; an explicit value
+    that differs from the checkpoint's is an error naming both. Without a checkpoint, open fields take
+    ``fallback`` (by field name), else the config's dataclass default. With ``dataset``, the
+    checkpoint's classes are checked against it (``check_classes``). The normalisation is not a setting:
+    stage 2 always takes the checkpoint's (``load_stage1``).
+
+    Example:
+        >>> m, a = restore_stage1_settings(None, ModelConfig(backbone=None), AugmentConfig(image_size=None),
+        ...                                fallback={"backbone": "timm:test_resnet", "image_size": 64})
+        >>> m.backbone, a.image_size
+        ('timm:test_resnet', 64)
+    """
+    import dataclasses
+
+    configs = {"model": model, "augment": augment}
+    meta = read_stage1_meta(checkpoint) if checkpoint is not None else {}
+    if meta.get("mmkit_version"):
+        from mmkit import __version__
+
+        if str(meta["mmkit_version"]).split(".")[0] != __version__.split(".")[0]:
+            warnings.warn(
+                f"{checkpoint} was written by mmkit {meta['mmkit_version']}, this is {__version__}",
+                stacklevel=2,
+            )
+    defaults = {"model": ModelConfig(), "augment": AugmentConfig()}
+    changes: dict[str, dict[str, Any]] = {"model": {}, "augment": {}}
+    for which, name, param in _RESTORED:
+        given = getattr(configs[which], name)
+        if meta and name in meta:
+            stored = meta[name]
+            if given is not None and given != stored:
+                raise ValueError(
+                    f"{param}={given!r} was given, but the stage-1 checkpoint {checkpoint} was trained with "
+                    f"{param}={stored!r}. Leave {param} unset to take the checkpoint's (notebook parameter "
+                    f"{param}=None; in Python {type(configs[which]).__name__}({name}=None)), or pass a "
+                    f"checkpoint trained with {param}={given!r}"
+                )
+            changes[which][name] = stored
+        elif given is None and name != "pretrained":  # pretrained=None means random init: a value
+            changes[which][name] = (fallback or {}).get(name, getattr(defaults[which], name))
+    if meta and dataset is not None:
+        check_classes(meta["classes"], dataset, checkpoint)
+    return (
+        dataclasses.replace(model, **changes["model"]),
+        dataclasses.replace(augment, **changes["augment"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -675,12 +836,17 @@ __all__ = [
     "fit",
     "image_forward",
     "init_distributed",
+    "check_classes",
     "load_stage1",
     "lr_lambda",
     "make_optimizer",
     "predict",
+    "read_stage1_meta",
+    "resolve_select_on",
+    "restore_stage1_settings",
     "set_deterministic",
     "stage1_loaders",
+    "stage1_meta",
     "train_stage1",
 ]
 

@@ -226,11 +226,12 @@ def test_stage2_from_a_stage1_checkpoint(tmp_path):
         "train": TrainConfig(epochs=2, lr=1e-2),
         "text": TextConfig(text_folds=3),
     }
-    stage2["model"] = ModelConfig(
-        backbone="timm:resnet18"
-    )  # the checkpoint's own backbone wins, with a warning
-    with pytest.warns(UserWarning, match="stage-1 checkpoint of timm:test_resnet"):
-        exp = run_fusion_experiment(ds, fusion=fusion, **stage2)
+    # another backbone named explicitly contradicts the checkpoint: an error naming both
+    stage2["model"] = ModelConfig(backbone="timm:resnet18")
+    with pytest.raises(ValueError, match="backbone='timm:resnet18' was given.*backbone='timm:test_resnet'"):
+        run_fusion_experiment(ds, fusion=fusion, **stage2)
+    stage2["model"] = ModelConfig(backbone=None)  # None: the checkpoint's
+    exp = run_fusion_experiment(ds, fusion=fusion, **stage2)
     assert exp.bank.key["backbone"] == "timm:test_resnet" and exp.bank.key["weights"].startswith(
         "checkpoint:"
     )

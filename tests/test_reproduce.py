@@ -80,6 +80,20 @@ def test_notebook05_smoke(tmp_path):
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert len(runs) == len(expected) * n_seeds
     assert (tmp_path / "comparison.png").exists() and (tmp_path / "comparison.csv").exists()
+    # the first seed's proposed model is saved, and reloaded it scores what the grid recorded for it
+    from mmkit.config import DataConfig
+    from mmkit.data import load_dataset
+    from mmkit.model import load_model
+
+    model = load_model(tmp_path / "model")
+    ds = load_dataset(DataConfig())  # the notebook's default dataset
+    recs = ds.records("test")
+    probs = model.predict([r.image_path for r in recs], [r.text for r in recs])
+    accuracy = float((probs.argmax(1) == ds.targets("test")).mean())
+    first = runs[
+        (runs["method"] == f"proposed (M={m}, all) + concat-linear") & (runs["seed"] == runs["seed"].min())
+    ]
+    assert accuracy == pytest.approx(float(first["test_accuracy"].iloc[0]), abs=1e-9)
 
 
 def test_text_options_reach_the_encoder(monkeypatch):
