@@ -71,7 +71,7 @@ def label_agreement(
     view of the same sample, over ``n_samples`` samples of ``split`` x ``copies`` copies.
 
     Returns a DataFrame: preset, strength, agreement, copy_accuracy and clean_accuracy (against the true
-    label; multiclass only, else NaN), confidence (mean probability of the predicted class on the copies),
+    label; NaN for multi-label data or a model of other classes), confidence (mean probability of the predicted class on the copies),
     views. ``image_size`` defaults to the size the model was trained at.
 
     Example:
@@ -88,7 +88,11 @@ def label_agreement(
     rng = np.random.default_rng(seed)
     idx = sorted(int(i) for i in rng.choice(len(recs), size=min(n_samples, len(recs)), replace=False))
     targets = dataset.targets(split)[idx]
-    truth = targets if targets.ndim == 1 else None
+    named = getattr(model, "classes", None)
+    # Accuracy needs the model's classes to be this dataset's (agreement does not: it compares the model
+    # with itself).
+    same_classes = named is None or [str(c) for c in named] == [str(c) for c in dataset.classes]
+    truth = targets if targets.ndim == 1 and same_classes else None
     from mmkit.progress import progress
 
     rows = []

@@ -23,7 +23,7 @@ from typing import Any, Optional
 _NEEDS_ROOT = {
     "upmc_food101": "the UPMC Food-101 folder (images/ and the title CSVs)",
     "fpus23": "the FPUS23 folder (four_poses/ with its CVAT annotations)",
-    "manifest": "the manifest CSV/JSONL file",
+    "manifest": "the manifest file (CSV, JSONL or Parquet)",
 }
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -55,6 +55,10 @@ def input_problems(params: dict[str, Any], notebook: Optional[str] = None) -> li
         problems.append(
             f"data_root {root} does not exist: set data_root to {_NEEDS_ROOT[dataset]} (in {where} "
             f"parameters cell)"
+        )
+    if dataset == "hf" and not params.get("hf_dataset"):
+        problems.append(
+            "dataset='hf' needs hf_dataset: set hf_dataset to a save_to_disk folder or a hub name"
         )
     for name in ("manifest", "split_file"):
         value = params.get(name)

@@ -109,13 +109,26 @@ class Lab:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
 
-    def api(self, method: str, path: str):
-        req = urllib.request.Request(self.url(f"api/{path}"), method=method)
-        with urllib.request.urlopen(req, timeout=10) as r:
+    def api(self, method: str, path: str, payload: dict | None = None):
+        data = json.dumps(payload).encode() if payload is not None else None
+        req = urllib.request.Request(self.url(f"api/{path}"), data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=30) as r:
             body = r.read()
         return json.loads(body) if body else None
 
+    def start_kernel(self, name: str) -> None:
+        """The notebook's session and python3 kernel, made before the page opens it (as a person's
+        earlier visit would have): the page then never asks which kernel to start."""
+        self.api(
+            "POST",
+            "sessions",
+            {"path": name, "name": name, "type": "notebook", "kernel": {"name": "python3"}},
+        )
+
     def shutdown_kernels(self) -> None:
+        for session in self.api("GET", "sessions"):
+            self.api("DELETE", f"sessions/{session['id']}")
         for kernel in self.api("GET", "kernels"):
             self.api("DELETE", f"kernels/{kernel['id']}")
 
@@ -206,9 +219,21 @@ def _menu(driver, menu: str, item: str) -> None:
     driver.find_element(By.XPATH, f"//li[contains(@class,'lm-Menu-item')][.//*[text()='{item}']]").click()
 
 
+def _accept_kernel_dialog(driver) -> bool:
+    """Press "Select" when JupyterLab asks for a kernel anyway (it may, when its kernel list is late)."""
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"):
+        button.click()
+    return True
+
+
 def _open(driver, lab: Lab, name: str, shots: Path) -> None:
+    lab.start_kernel(name)
     driver.get(lab.url(f"lab/tree/{name}"))
     _wait(f"{name} open", lambda: len(_prompts(driver)) > 0, 60, driver, shots)
+    time.sleep(1.0)
+    _accept_kernel_dialog(driver)
     _wait(f"{name} kernel", lambda: "Idle" in driver.execute_script("return document.body.textContent"), 60,
           driver, shots)  # fmt: skip
 
@@ -218,6 +243,7 @@ def _run_all(driver, lab: Lab, name: str, shots: Path, timeout: float) -> None:
     _menu(driver, "Run", "Run All Cells")
 
     def done() -> bool:
+        _accept_kernel_dialog(driver)
         prompts = _prompts(driver)
         return bool(prompts) and all(p.strip().strip(":").strip("[]").isdigit() for p in prompts)
 

@@ -22,6 +22,7 @@ def test_nothing_to_report_for_the_synthetic_defaults():
         ({"dataset": "upmc_food101"}, "dataset='upmc_food101' needs data_root: set data_root to"),
         ({"dataset": "fpus23", "data_root": "/no/such/fpus"}, "data_root /no/such/fpus does not exist"),
         ({"dataset": "manifest", "data_root": "/no/such.csv"}, "data_root /no/such.csv does not exist"),
+        ({"dataset": "hf"}, "dataset='hf' needs hf_dataset: set hf_dataset to"),
         ({"split_file": "/no/val.txt"}, "split_file /no/val.txt does not exist: fix the path, or set split_file=None"),
         ({"pretrained": "/no/w.pth"}, "set pretrained=None"),
         ({"preset": "runs/02/preset_food.json"}, "save one with notebook 02's explorer, or set preset='seed'"),

@@ -141,6 +141,17 @@ def test_grouped_split_hits_its_row_fractions(tmp_path):
             assert {r.label for r in ds.records(split)} == {"c0", "c1", "c2"}, (seed, split)
 
 
+def test_seeds_still_move_a_grouped_split(tmp_path):
+    rows = _rows_with_groups(tmp_path, [30, 25, 22, 20, 18, 15, 12, 10, 8, 6, 5, 4])
+    path = _csv(tmp_path / "m.csv", ["image", "text", "label", "event"], rows)
+    tests = set()
+    for seed in range(4):
+        ds = read_manifest(path, group_col="event", seed=seed, check_images="none")
+        tests.add(frozenset(r.group for r in ds.records("test")))
+        assert abs(len(ds.records("test")) / len(rows) - 0.2) < 0.04
+    assert len(tests) > 1
+
+
 def test_grouped_split_warns_when_groups_cannot_meet_the_fractions(tmp_path):
     rows = _rows_with_groups(tmp_path, [50, 3, 3])
     path = _csv(tmp_path / "m.csv", ["image", "text", "label", "event"], rows)

@@ -31,6 +31,20 @@ def test_notebook01_on_the_synthetic_default(repo_root, tmp_path):
     assert config["DataConfig"]["data_root"] == data_root
 
 
+def test_notebook01_on_fpus23_draws_the_boxes(repo_root, tmp_path):
+    params = {"dataset": "synthetic_fpus23", "data_root": str(tmp_path / "fpus")}
+    metrics = execute_notebook(repo_root / NOTEBOOK, tmp_path / "out", params)
+    assert (
+        metrics["fpus23_n_boxes"] > 0
+        and metrics["fpus23_n_frames"] == metrics["n_train"] + metrics["n_val"] + metrics["n_test"]
+    )
+    assert metrics["fpus23_unboxed_streams"]["choice"] == "keep"
+    assert (
+        "fpus23_boxes.png" in metrics["figures"]
+        and (tmp_path / "out" / "fpus23_boxes.png").stat().st_size > 1000
+    )
+
+
 def test_notebook01_on_a_manifest_writes_nothing_about_fpus23(repo_root, tmp_path):
     rows = [["pic", "caption", "y", "event"]]
     for i in range(24):  # two captions per photo: the split groups by event, and says so
@@ -60,5 +74,5 @@ def test_notebook01_on_a_manifest_writes_nothing_about_fpus23(repo_root, tmp_pat
     cells = json.loads((out / "01_explore_dataset.ipynb").read_text())["cells"]
     executed = json.dumps([c.get("outputs", []) for c in cells])  # what the run printed and showed
     assert "manifest has no boxes: nothing to draw" in executed
-    assert "fpus23 streams" not in executed  # read_fpus23's progress bar: no FPUS23 was read
+    assert "streams" not in executed  # the summary speaks of the manifest's groups, not of FPUS23 streams
     assert "Data warning" not in executed or "groups" in executed

@@ -86,18 +86,19 @@ def test_explorer_redraws_on_preset_seed_and_strength(toy):
     assert panel.png not in (first, second)
 
 
-def test_every_slider_draws_at_both_ends(toy):
-    from mmkit.augment import PRESETS
+def test_every_slider_spans_its_valid_range(toy):
+    # tests/test_presets.py builds and draws every preset at both ends of these ranges
+    from mmkit.augment import PARAM_RANGES, PRESETS, preset_params
 
     panel = _explorer(toy, preset="seed")
     for name in PRESETS:
         panel.choose.value = name
+        assert [s.description for s in panel.sliders.children] == list(preset_params(name))
         for s in panel.sliders.children:
-            default = s.value
-            for end in (s.min, s.max):
-                s.value = end
-                assert panel.message.value == "", (name, s.description, end, panel.message.value)
-            s.value = default
+            assert (s.min, s.max, s.step) == PARAM_RANGES[s.description][:3], (name, s.description)
+    gamma = next(s for s in panel.sliders.children if s.description == "gamma")
+    gamma.value = gamma.max  # the reported failure: ultrasound's gamma at its maximum
+    assert panel.message.value == "" and panel.params["gamma"] == gamma.max
 
 
 def test_reseed_keeps_the_samples_new_samples_keeps_the_seed(toy, monkeypatch):

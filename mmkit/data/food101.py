@@ -278,13 +278,14 @@ def read_upmc_food101(
             "at the folder holding images/{train,test} and texts/{train,test}_titles.csv",
         )
     policy = ErrorPolicy(on_error)
+    warnings_: list[str] = []
     train = _read_split(root, "train", policy, check_images, None)
     classes = sorted({r.label for r in train})
     test = _read_split(root, "test", policy, check_images, set(classes))
     if split_file is not None:
         train, val = _read_split_file(Path(split_file), train)
     else:
-        train, val = stratified_split(train, val_fraction, seed)
+        train, val = stratified_split(train, val_fraction, seed, warnings_)
     policy.log_summary(str(root))
     return Dataset(
         name="upmc_food101",
@@ -292,7 +293,13 @@ def read_upmc_food101(
         splits={"train": train, "val": val, "test": test},
         task="multiclass",
         skipped=policy.skipped,
-        meta={"root": str(root), "seed": seed, "val_fraction": val_fraction, "split_file": split_file},
+        meta={
+            "root": str(root),
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "split_file": split_file,
+            "warnings": warnings_,
+        },
     )
 
 

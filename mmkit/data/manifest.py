@@ -308,8 +308,8 @@ def rows_to_dataset(
     elif grouped_by:
         splits = grouped_split(records, fractions, seed, collect=warnings_)
     else:
-        rest, test = stratified_split(records, test_fraction, seed)
-        train, val = stratified_split(rest, val_fraction / max(1e-9, 1 - test_fraction), seed)
+        rest, test = stratified_split(records, test_fraction, seed, warnings_)
+        train, val = stratified_split(rest, val_fraction / max(1e-9, 1 - test_fraction), seed, warnings_)
         splits = {"train": train, "val": val, "test": test}
     classes = sorted({lab for r in splits["train"] for lab in r.labels}, key=_natural)
     for split in ("val", "test"):

@@ -203,7 +203,7 @@ def _primary_label(r: Record) -> str:
 
 
 def stratified_split(
-    records: list[Record], val_fraction: float, seed: int
+    records: list[Record], val_fraction: float, seed: int, collect: Optional[list[str]] = None
 ) -> tuple[list[Record], list[Record]]:
     """Carve a validation split from ``records``, stratified by label where every class allows it.
 
@@ -228,7 +228,8 @@ def stratified_split(
         warn(
             f"{len(single)} classes have a single sample and stay in train, not in val: "
             + ", ".join(map(repr, single[:10]))
-            + (" ..." if len(single) > 10 else "")
+            + (" ..." if len(single) > 10 else ""),
+            collect,
         )
     pool = [i for i, lab in enumerate(labels) if counts[lab] >= 2]
     n_val = math.ceil(val_fraction * len(records))  # as sklearn's train_test_split rounds a test_size
