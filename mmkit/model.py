@@ -169,6 +169,7 @@ def model_from_stage2(
     backbone: Optional[nn.Module] = None,
     seed: Optional[int] = None,
     info: Optional[dict[str, Any]] = None,
+    text_cleaning: Optional[str] = None,
 ) -> MultimodalModel:
     """A ``MultimodalModel`` from one trained stage-2 run (``train_stage2``'s ``Stage2Result``).
 
@@ -176,7 +177,9 @@ def model_from_stage2(
     On the bank path pass ``bank`` and the backbone the bank was built from: ``backbone`` (a module) or
     ``checkpoint`` / ``model.backbone`` + ``model.pretrained`` (+ ``seed`` for a random init, default
     ``augment.seed``), exactly as given to ``build_feature_bank``. On the live path the trained backbone is
-    in ``result.model``.
+    in ``result.model``. ``text_cleaning``: how the dataset's reader cleaned its texts
+    (``ds.meta["text_cleaning"]``: "food101_title" or "whitespace"); ``predict_manifest`` cleans its texts
+    the same way.
     """
     from mmkit.features import _create_backbone, stage1_backbone, weights_sha256
 
@@ -224,6 +227,7 @@ def model_from_stage2(
         # fit() trains in channels-last memory format; the convolutions then take other kernels, which
         # round differently: the loaded backbone is put back in the format its features came from
         "channels_last": _is_channels_last(image_module),
+        "text_cleaning": text_cleaning,
     }
     head_name = _head_name(s2.fusion.head)
     return MultimodalModel(
@@ -257,6 +261,7 @@ def model_from_experiment(exp: Any, head: Optional[str] = None) -> MultimodalMod
         exp.results[head], exp.text_encoder, augment=settings["augment"], fusion=fusion, model=model,
         text_kind=exp.text.kind, bank=exp.bank, checkpoint=fusion.checkpoint, backbone=exp.image_backbone,
         info={"dataset": getattr(exp.dataset, "name", None), "metrics": exp.results[head].metrics},
+        text_cleaning=getattr(exp.dataset, "meta", {}).get("text_cleaning"),
     )  # fmt: skip
 
 
@@ -490,7 +495,7 @@ def read_inputs(
     manifest: PathLike, image_col: str = "image", text_col: str = "text", id_col: str = "id"
 ) -> tuple[list[str], list[Path], list[str]]:
     """(ids, image paths, texts) of a CSV (header) or JSONL manifest; paths relative to the manifest.
-    JSONL's ``img`` is read when there is no ``image``; a row without an id gets its row number."""
+    JSONL's ``img`` is read when there is no ``image``; a row without an id gets its (1-based) row number."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {manifest} not found (mmkit predict --manifest FILE)")
@@ -526,10 +531,25 @@ def read_inputs(
             raise ValueError(
                 f"{manifest}, {where}: no {text_col!r} column; columns are {sorted(row)} (--text-col NAME)"
             )
-        ids.append(str(row.get(id_col) or n))
+        row_id = row.get(id_col)
+        ids.append(str(n + 1) if row_id is None or row_id == "" else str(row_id))
         images.append(p)
         texts.append(str(text))
     return ids, images, texts
+
+
+def clean_texts(texts: list[str], cleaning: Optional[str]) -> list[str]:
+    """Texts cleaned as the training dataset's reader cleaned its own (``ds.meta["text_cleaning"]``):
+    "food101_title" (``clean_title``), "whitespace" (runs collapsed to one space) or None (as given)."""
+    if cleaning is None:
+        return list(texts)
+    if cleaning == "food101_title":
+        from mmkit.data.food101 import clean_title
+
+        return [clean_title(t) for t in texts]
+    if cleaning == "whitespace":
+        return [" ".join(str(t).split()) for t in texts]
+    raise ValueError(f"unknown text cleaning {cleaning!r} in the model (food101_title, whitespace or None)")
 
 
 def predict_manifest(
@@ -547,6 +567,7 @@ def predict_manifest(
     if not isinstance(model, MultimodalModel):
         model = load_model(model, device=device)
     ids, images, texts = read_inputs(manifest, **columns)
+    texts = clean_texts(texts, model.preprocess.get("text_cleaning"))
     logits = model.predict_logits(images, texts)
     return write_predictions(out, ids, logits, model.classes, model.task)
 

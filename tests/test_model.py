@@ -125,7 +125,9 @@ def _check_roundtrip(exp, food, tmp_path):
     import pandas as pd
 
     manifest = tmp_path / "inputs.csv"
-    pd.DataFrame({"id": [r.id for r in recs], "image": [str(p) for p in images], "text": texts}).to_csv(
+    raw = [r.meta["raw_title"] for r in recs]  # the titles as the dataset gives them: predict cleans them
+    assert raw != texts
+    pd.DataFrame({"id": [r.id for r in recs], "image": [str(p) for p in images], "text": raw}).to_csv(
         manifest, index=False
     )
     assert cli(["predict", str(folder), "--manifest", str(manifest), "--out", str(tmp_path / "p.csv")]) == 0
@@ -195,3 +197,21 @@ def test_multilabel_model_gives_per_label_probabilities(tmp_path, monkeypatch):
     assert model.task == "multilabel" and probs.shape == (len(recs), len(ds.classes))
     assert np.array_equal(probs, torch.sigmoid(torch.from_numpy(logits)).numpy())  # one sigmoid per label
     assert (tmp_path / "run" / "feature_bank").is_dir()  # the bank defaults under out_dir
+
+
+def test_read_inputs_keeps_id_0_and_numbers_rows_without_an_id_from_1(tmp_path):
+    from PIL import Image
+
+    from mmkit.model import clean_texts, read_inputs
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    rows = [
+        {"id": 0, "image": "a.png", "text": "x"},
+        {"image": "a.png", "text": "y"},
+        {"id": "", "img": "a.png", "text": "z"},
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ids, images, texts = read_inputs(tmp_path / "m.jsonl")
+    assert ids == ["0", "2", "3"] and texts == ["x", "y", "z"]
+    assert clean_texts(["a  b\n c"], "whitespace") == ["a b c"]
+    assert clean_texts(["Mom&amp;s  pie"], "food101_title") == ["Mom&s pie"]

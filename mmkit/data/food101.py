@@ -299,6 +299,7 @@ def read_upmc_food101(
             "val_fraction": val_fraction,
             "split_file": split_file,
             "warnings": warnings_,
+            "text_cleaning": "food101_title",  # clean_title: a saved model cleans predict-time texts alike
         },
     )
 

@@ -339,6 +339,7 @@ def rows_to_dataset(
             "grouped_by": grouped_by,
             "n_shared_images": sum(n > 1 for n in uses.values()),
             "warnings": warnings_,
+            "text_cleaning": "whitespace",  # runs of whitespace collapsed: predict-time texts get the same
         },
     )
 
