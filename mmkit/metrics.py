@@ -116,8 +116,8 @@ def _multilabel(y: np.ndarray, s: np.ndarray, classes: list[str], threshold: flo
 def headline_metric(task: str, dataset: Any = None) -> str:
     """The task's main number, and the default metric that selects the epoch (``select_on="auto"``):
     accuracy (multiclass) or mAP (multilabel). A ``dataset`` can name its own in
-    ``meta["headline_metric"]``; FPUS23's head task (71% of the published test set is one class) reports
-    macro_f1, as its data card says.
+    ``meta["headline_metric"]``; ``read_fpus23`` sets macro_f1 for the head task (71% of the published test
+    set is one class), as its data card says.
 
     Example:
         >>> headline_metric("multiclass"), headline_metric("multilabel")
@@ -127,8 +127,6 @@ def headline_metric(task: str, dataset: Any = None) -> str:
         meta = getattr(dataset, "meta", None) or {}
         if meta.get("headline_metric"):
             return str(meta["headline_metric"])
-        if getattr(dataset, "name", None) == "fpus23" and meta.get("task") == "head":
-            return "macro_f1"
     return "mAP" if task == "multilabel" else "accuracy"
 
 

@@ -75,3 +75,14 @@ def test_selection_value():
         selection_value(m, "mAP")
     empty = compute_metrics(np.zeros(0, int), np.zeros((0, 2)), "multiclass", ["a", "b"])
     assert selection_value(empty) == -np.inf
+
+
+def test_fpus23_head_selects_on_macro_f1_under_any_dataset_name(tmp_path):
+    from mmkit.data import make_synthetic_fpus23, read_fpus23
+    from mmkit.metrics import headline_metric
+
+    root = make_synthetic_fpus23(tmp_path / "s", n_streams=4, frames_per_stream=4, width=48, height=28)
+    head, organs = read_fpus23(root, task="head"), read_fpus23(root, task="organs")
+    head.name = organs.name = "synthetic_fpus23"  # as load_dataset names it
+    assert headline_metric(head.task, head) == "macro_f1"
+    assert headline_metric(organs.task, organs) == "mAP"
