@@ -463,7 +463,9 @@ def test_select_on_follows_the_headline_metric_and_is_a_parameter(food, tmp_path
     from mmkit.metrics import headline_metric
     from mmkit.train import resolve_select_on
 
-    head = dataclasses.replace(food, name="fpus23", meta={"task": "head"})
+    head = dataclasses.replace(
+        food, meta={"task": "head", "headline_metric": "macro_f1"}
+    )  # read_fpus23 sets it
     assert headline_metric(head.task, head) == "macro_f1"  # data_cards/fpus23.md: 71% one class
     assert resolve_select_on(TrainConfig(), head).select_on == "macro_f1"
     assert resolve_select_on(TrainConfig(), food).select_on == "accuracy"
