@@ -99,3 +99,27 @@ def test_manifest_options_reach_the_reader(tmp_path):
     ds = load_dataset(cfg)
     assert ds.classes == ["x", "y"] and {r.group for r in ds.records("test")} <= {f"u{i}" for i in range(10)}
     assert len(ds.records("test")) == 9
+
+
+def test_test_fraction_zero_is_refused_up_front_where_test_is_carved(tmp_path):
+    cfg = DataConfig(dataset="manifest", data_root=str(_manifest(tmp_path)), test_fraction=0.0)
+    with pytest.raises(
+        ValueError, match=r"test_fraction=0.0 leaves no test split.*notebook parameter test_fraction"
+    ):
+        load_dataset(cfg)
+    with pytest.raises(
+        ValueError, match=r"test_fraction=0 leaves synthetic_fpus23 without.*parameter test_fraction"
+    ):
+        load_dataset(DataConfig(dataset="synthetic_fpus23", data_root=str(tmp_path / "f"), test_fraction=0))
+    assert not (tmp_path / "f").exists()  # refused before anything was generated
+
+
+def test_an_empty_split_without_skipped_inputs_does_not_blame_them():
+    from mmkit.data.checks import require_splits
+    from mmkit.data.records import Dataset, Record
+
+    r = Record("a", Path("a.png"), "t", "x")
+    ds = Dataset("d", ["x"], {"train": [r], "val": [r], "test": []})
+    with pytest.raises(DataError, match="the test split is empty") as err:
+        require_splits(ds, "d.csv")
+    assert "skipped" not in str(err.value)

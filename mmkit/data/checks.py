@@ -49,18 +49,11 @@ def skip_report(ds: Dataset, source: str, threshold: float = SKIP_WARN_SHARE) ->
     return report
 
 
-def require_splits(ds: Dataset, source: str, val_fraction: float) -> None:
+def require_splits(ds: Dataset, source: str) -> None:
     """Raise ``DataError`` for an empty split, saying how many inputs were skipped and why."""
     empty = [name for name in ("train", "val", "test") if not ds.splits.get(name)]
     if not empty:
         return
-    if empty == ["val"] and val_fraction <= 0:
-        raise DataError(
-            source,
-            None,
-            "val_fraction=0 leaves no validation split, and training selects its epoch on validation",
-            f"{hint('val_fraction', 0.1)}",
-        )
     reasons = Counter(_reason(s.problem) for s in ds.skipped).most_common(3)
     why = (
         f"; {len(ds.skipped)} inputs were skipped ("
@@ -74,8 +67,12 @@ def require_splits(ds: Dataset, source: str, val_fraction: float) -> None:
         None,
         f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
         f"({', '.join(f'{k}: {len(v)}' for k, v in ds.splits.items())}){why}",
-        f"fix the inputs that were skipped ({hint('on_error', 'raise')} stops at the first), or check the "
-        "notebook parameters data_root, val_fraction, test_fraction, split_file and split_col (the DataConfig "
+        (
+            f"fix the inputs that were skipped ({hint('on_error', 'raise')} stops at the first), or check "
+            if ds.skipped
+            else "check "
+        )
+        + "the notebook parameters data_root, val_fraction, test_fraction, split_file and split_col (the DataConfig "
         "fields of the same names)",
     )
 

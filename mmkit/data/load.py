@@ -124,6 +124,11 @@ def _check_config(cfg: DataConfig) -> None:
             f"val_fraction={cfg.val_fraction} and test_fraction={cfg.test_fraction} leave no training rows; "
             f"{hint('test_fraction', 0.2)}"
         )
+    if cfg.test_fraction == 0 and cfg.dataset in ("synthetic_fpus23", "fpus23"):
+        raise ValueError(  # Food-101 has its own test split; FPUS23 carves one from its streams
+            f"test_fraction=0 leaves {cfg.dataset} without a test split (it is carved from the streams); "
+            f"{hint('test_fraction', 0.2)}"
+        )
     if cfg.on_error not in ("raise", "skip"):
         raise ValueError(f"on_error={cfg.on_error!r}: {hint('on_error', 'raise')} or 'skip'")
 
@@ -184,7 +189,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     ds.name = cfg.dataset
     ds.meta.setdefault("warnings", [])
     skip_report(ds, str(root))
-    require_splits(ds, str(root), cfg.val_fraction)
+    require_splits(ds, str(root))
     if cfg.check_duplicates:
         cross_split_duplicates(ds, str(root))
     return ds

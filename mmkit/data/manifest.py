@@ -294,6 +294,12 @@ def rows_to_dataset(
             r.label = r.labels
     grouped_by = _group_shared_images(records, group_col, warnings_, source, split_col not in columns)
     fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    carves_test = split_col not in columns or not any(split_of[r.id] == "test" for r in records)
+    if test_fraction <= 0 and carves_test and records:
+        raise ValueError(
+            f"{source}: test_fraction={test_fraction} leaves no test split (the data gives none, so it is "
+            f"carved from the rows); {hint('test_fraction', 0.2)}"
+        )
     if split_col in columns:
         splits = {k: [r for r in records if split_of[r.id] == k] for k in ("train", "val", "test")}
         given = "the dataset's splits" if split_col.startswith("__mmkit") else f"column {split_col!r}"
