@@ -241,6 +241,20 @@ def test_parquet_manifest(tmp_path):
     )
 
 
+def test_parquet_int_labels_with_a_null_stay_ints(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    for i in range(20):
+        _img(tmp_path / "img" / f"{i}.png")
+    labels = [None if i == 0 else i % 2 for i in range(20)]
+    table = pa.table({"image": [f"img/{i}.png" for i in range(20)], "text": [f"t {i}" for i in range(20)],
+                      "label": pa.array(labels, pa.int64())})  # fmt: skip
+    pq.write_table(table, tmp_path / "m.parquet")
+    ds = read_manifest(tmp_path / "m.parquet", on_error="skip")
+    assert ds.classes == ["0", "1"] and len(ds.skipped) == 1  # as the same rows in a CSV read
+
+
 def test_single_sample_class_stays_in_train(tmp_path):
     rows = []
     for i in range(30):

@@ -65,7 +65,7 @@ def default_image_cache() -> Path:
 
 
 def _plain(value: Any) -> Any:
-    """A Parquet cell as plain Python: arrays become lists, NaN becomes None, numpy scalars Python ones."""
+    """A Parquet cell as plain Python: NaN becomes None (arrays become lists, numpy scalars Python ones)."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()
     if isinstance(value, float) and math.isnan(value):
@@ -78,16 +78,17 @@ def _read_rows(path: Path, policy: ErrorPolicy) -> tuple[list[tuple[str, dict[st
     suffix = path.suffix.lower()
     rows: list[tuple[str, dict[str, Any]]] = []
     if suffix in (".parquet", ".pq"):
-        import pandas as pd
-
         try:
-            frame = pd.read_parquet(path)
+            import pyarrow.parquet as pq
         except ImportError as e:
             raise DataError(
                 path, None, f"reading Parquet needs pyarrow ({e})", "pip install 'mmkit[hf]' (or pyarrow)"
             ) from e
-        columns = [str(c) for c in frame.columns]
-        for i, row in enumerate(frame.to_dict("records"), 1):
+        # pyarrow's rows, not pandas': an int column with a null stays int (pandas makes it float64,
+        # and the classes would read '0.0', '1.0' where the same file as CSV gives '0', '1')
+        table = pq.read_table(path)
+        columns = [str(c) for c in table.column_names]
+        for i, row in enumerate(table.to_pylist(), 1):
             rows.append((f"row {i}", {str(k): _plain(v) for k, v in row.items()}))
         return rows, columns
     text = decode_utf8(path, path.read_bytes(), policy)  # lines that are not UTF-8 come back blank
