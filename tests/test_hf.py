@@ -89,3 +89,29 @@ def test_image_cache_follows_mmkit_cache(tmp_path, monkeypatch):
     assert default_image_cache().parts[-2:] == ("data", "image_cache")
     monkeypatch.setenv("MMKIT_CACHE", str(tmp_path / "cache"))
     assert default_image_cache() == tmp_path / "cache" / "image_cache"
+
+
+def test_a_dataset_dict_split_of_another_name_is_left_out_with_one_warning(tmp_path):
+    from mmkit.data import DataWarning
+
+    def part(n, off):
+        return datasets.Dataset.from_dict(
+            {
+                "image": _images(n, off),
+                "text": [f"t {off + i}" for i in range(n)],
+                "label": [i % 2 for i in range(n)],
+            }
+        )
+
+    folder = tmp_path / "imdb_like"
+    datasets.DatasetDict(
+        {"train": part(20, 0), "validation": part(6, 50), "unsupervised": part(4, 100)}
+    ).save_to_disk(str(folder))
+    with pytest.warns(DataWarning, match=r"left out the split 'unsupervised' \(4 rows\).*rename it"):
+        ds = read_hf(str(folder), image_cache=tmp_path / "cache", test_fraction=0.2)
+    assert ds.summary()["val"] == 6 and sum(ds.summary().values()) == 26  # unsupervised left out
+    assert sum("unsupervised" in w for w in ds.meta["warnings"]) == 1
+    folder = tmp_path / "odd"
+    datasets.DatasetDict({"full": part(6, 0), "validation_matched": part(6, 9)}).save_to_disk(str(folder))
+    with pytest.raises(DataError, match=r"its splits \['full', 'validation_matched'\] are none of train"):
+        read_hf(str(folder), image_cache=tmp_path / "cache")

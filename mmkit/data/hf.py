@@ -6,7 +6,7 @@ Each example becomes one manifest row and goes through the manifest reader's che
 the dataset (an ``Image`` feature, raw bytes, PIL images) are written once, as files named by the hash of
 their bytes, under ``image_cache`` (default ``<repo>/data/image_cache``); the loader then reads those files
 like any others. A ``DatasetDict`` gives the splits (train / validation|valid|dev / test); a split it lacks
-is carved from train, seeded.
+is carved from train, seeded, and a part under any other name ("unsupervised") is left out with a warning.
 
 Example:
     >>> ds = read_hf("data/my_hf_set", image_col="image", text_col="caption", label_col="label")  # doctest: +SKIP
@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from mmkit.data.manifest import rows_to_dataset
-from mmkit.data.records import DataError, Dataset, ErrorPolicy
+from mmkit.data.manifest import _SPLIT_NAMES, rows_to_dataset
+from mmkit.data.records import DataError, Dataset, ErrorPolicy, hint, warn
 
 SPLIT_COLUMN = "__mmkit_split"  # the DatasetDict split of a row, when the dataset has no split column
 
@@ -97,6 +97,27 @@ def read_hf(
     rows: list[tuple[str, dict[str, Any]]] = []
     columns: set[str] = set()
     has_split_col = all(split_col in d.column_names for _, d in parts)
+    left_out: list[str] = []
+    if isinstance(obj, datasets.DatasetDict) and not has_split_col:
+        # A DatasetDict key that is no train / val / test name (IMDB's "unsupervised", MNLI's
+        # "validation_matched") is a part mmkit cannot place. It is left out with one warning rather than
+        # refused: such parts are often unlabelled extras, and the usual split names still read; a
+        # per-row error about our internal split column would name nothing the user can edit.
+        known = [(k, d) for k, d in parts if _SPLIT_NAMES.get(str(k).strip().lower())]
+        if not known:
+            raise DataError(
+                hf_dataset,
+                None,
+                f"its splits {sorted(obj)} are none of train, validation (val, valid, dev) or test",
+                "rename them, e.g. DatasetDict({'train': d['"
+                + str(parts[0][0])
+                + "'], ...}).save_to_disk(...), "
+                f"or give the rows a split column ({hint('split_col', '<column name>')})",
+            )
+        left_out = [
+            f"{k!r} ({len(d)} rows)" for k, d in parts if not _SPLIT_NAMES.get(str(k).strip().lower())
+        ]
+        parts = known  # their keys are mapped to train / val / test as a split column's values are
     for split, d in parts:
         if image_col in d.features and isinstance(d.features[image_col], datasets.Image):
             d = d.cast_column(image_col, datasets.Image(decode=False))  # bytes/path dicts, no decoding
@@ -119,7 +140,7 @@ def read_hf(
         columns.add(SPLIT_COLUMN)
     use_split = split_col if has_split_col else SPLIT_COLUMN
     name = Path(hf_dataset).name or str(hf_dataset)
-    return rows_to_dataset(
+    ds = rows_to_dataset(
         hf_dataset,
         name,
         rows,
@@ -139,6 +160,14 @@ def read_hf(
         check_images=check_images,
         image_cache=image_cache,
     )
+    if left_out:
+        warn(
+            f"{hf_dataset}: left out the split{'s' if len(left_out) > 1 else ''} {', '.join(left_out)}, which "
+            "name none of train, validation (val, valid, dev) or test; to use one, rename it to one of those "
+            "in the DatasetDict and save_to_disk again",
+            ds.meta.setdefault("warnings", []),
+        )
+    return ds
 
 
 __all__ = ["read_hf"]
