@@ -266,3 +266,18 @@ def test_single_sample_class_stays_in_train(tmp_path):
             ds = read_manifest(path, seed=seed)
         assert "rare" in {r.label for r in ds.records("train")}, seed
         assert sum(ds.summary().values()) == 30 and ds.skipped == []
+
+
+def test_warnings_of_a_split_carved_from_train_reach_ds_meta(tmp_path):
+    rows = []
+    for i in range(31):
+        _img(tmp_path / f"{i}.png")
+        label = "c" if i == 30 else "ab"[i % 2]  # "c": one sample, it stays in train
+        rows.append([f"{i}.png", f"t {i}", label, "test" if i < 4 else "train", f"g{i % 3}"])
+    path = _csv(tmp_path / "m.csv", ["image", "text", "label", "split", "group"], rows)
+    with pytest.warns(DataWarning):
+        ds = read_manifest(path, val_fraction=0.1)  # val carved from train, by class
+    assert any("single sample" in w for w in ds.meta["warnings"])
+    with pytest.warns(DataWarning):
+        ds = read_manifest(path, val_fraction=0.1, group_col="group")  # 3 groups: val is a third of train
+    assert any("grouped split" in w for w in ds.meta["warnings"])

@@ -309,7 +309,9 @@ def rows_to_dataset(
             "val",
         ):  # a split the column doesn't give is carved from train, as Food-101's val
             if not splits[name] and splits["train"] and fractions[name] > 0:
-                splits["train"], splits[name] = _carve(splits["train"], fractions[name], grouped_by, seed)
+                splits["train"], splits[name] = _carve(
+                    splits["train"], fractions[name], grouped_by, seed, name, warnings_
+                )
                 warn(
                     f"{source}: {given} give no {name} rows; {name} is carved from train "
                     f"({len(splits[name])} rows, {name}_fraction={fractions[name]} of the training rows)",
@@ -351,11 +353,14 @@ def rows_to_dataset(
     )
 
 
-def _carve(records: list[Record], fraction: float, grouped: Optional[str], seed: int):
+def _carve(
+    records: list[Record], fraction: float, grouped: Optional[str], seed: int, name: str, collect: list[str]
+):
+    """``name``'s rows carved from train; the split's warnings go to ``collect`` (``ds.meta["warnings"]``)."""
     if grouped:
-        s = grouped_split(records, {"train": 1 - fraction, "other": fraction}, seed, report=False)
-        return s["train"], s["other"]
-    return stratified_split(records, fraction, seed)
+        s = grouped_split(records, {"train": 1 - fraction, name: fraction}, seed, collect=collect)
+        return s["train"], s[name]
+    return stratified_split(records, fraction, seed, collect)
 
 
 def _group_shared_images(
