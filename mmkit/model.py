@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -275,27 +274,6 @@ def _head_name(head: nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------------------------- save
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _plain(x: Any) -> Any:
-    """JSON-safe: numbers, strings, lists, dicts (metrics carry numpy scalars)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
-
-
 def save_model(model: Any, folder: PathLike, backbone: str = "auto") -> Path:
     """Write ``model`` (a ``MultimodalModel``, or notebook 04's ``FusionExperiment``) to ``folder``.
 
@@ -307,8 +285,9 @@ def save_model(model: Any, folder: PathLike, backbone: str = "auto") -> Path:
         >>> save_model(exp, "runs/04/model")  # doctest: +SKIP
     """
     from mmkit import __version__
+    from mmkit.features import file_sha256
     from mmkit.text_io import save_text_encoder
-    from mmkit.train import atomic_save
+    from mmkit.train import _plain, atomic_save
 
     if not isinstance(model, MultimodalModel):
         model = model_from_experiment(model)
@@ -359,10 +338,10 @@ def save_model(model: Any, folder: PathLike, backbone: str = "auto") -> Path:
         "preprocess": model.preprocess,
         "backbone": backbone_info,
         "info": _plain({k: v for k, v in model.info.items() if k != "hidden"}),
-        "files": {name: _sha256(folder / name) for name in files},
+        "files": {name: file_sha256(folder / name) for name in files},
     }
     tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.write_text(json.dumps(manifest, indent=1, default=str))  # info's other objects: as text
     os.replace(tmp, folder / MANIFEST)  # written last: a folder with model.json is complete
     return folder
 
