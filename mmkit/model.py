@@ -52,7 +52,7 @@ PathLike = Union[str, Path]
 class MultimodalModel:
     """A fitted image backbone, text encoder and fusion head, with the preprocessing that joins them."""
 
-    backbone: Optional[nn.Module]  # an mmkit Backbone (None: a text-only model)
+    backbone: nn.Module  # an mmkit Backbone (a text-only baseline still has one: modalities="text")
     text_encoder: Any  # a fitted mmkit.text encoder
     fusion: nn.Module  # mmkit.heads.FusionModel: statistics + head
     classes: list[str]
@@ -64,6 +64,13 @@ class MultimodalModel:
     backbone_source: dict[str, Any] = field(default_factory=dict)  # how save_model stores the backbone
     info: dict[str, Any] = field(default_factory=dict)  # provenance: dataset, configs, metrics
 
+    def __post_init__(self) -> None:
+        if self.backbone is None:  # nothing builds a backbone-less model, and save_model needs one
+            raise ValueError(
+                "a MultimodalModel needs its image backbone; for a text-only baseline keep it and set "
+                "modalities='text'"
+            )
+
     # ---------------------------------------------------------------------------------------- features
     @torch.no_grad()
     def image_features(self, images: list[PathLike]) -> np.ndarray:
@@ -71,8 +78,6 @@ class MultimodalModel:
         from mmkit.augment import make_loader, normalize
         from mmkit.data.records import Dataset, Record
 
-        if self.backbone is None:
-            raise ValueError("this model has no image backbone (a text-only model): pass images=None")
         label: Any = [] if self.task == "multilabel" else self.classes[0]  # unused: the loader wants one
         records = [Record(id=str(i), image_path=Path(p), text="", label=label) for i, p in enumerate(images)]
         ds = Dataset("inputs", list(self.classes), {"test": records}, task=self.task)  # type: ignore[arg-type]

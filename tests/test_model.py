@@ -215,3 +215,10 @@ def test_read_inputs_keeps_id_0_and_numbers_rows_without_an_id_from_1(tmp_path):
     assert ids == ["0", "2", "3"] and texts == ["x", "y", "z"]
     assert clean_texts(["a  b\n c"], "whitespace") == ["a b c"]
     assert clean_texts(["Mom&amp;s  pie"], "food101_title") == ["Mom&s pie"]
+
+
+def test_a_model_without_a_backbone_is_refused_up_front():
+    from mmkit.model import MultimodalModel
+
+    with pytest.raises(ValueError, match="needs its image backbone.*modalities='text'"):
+        MultimodalModel(None, None, torch.nn.Identity(), ["a"], "multiclass", {}, "late")
