@@ -54,6 +54,9 @@ def test_agreement_falls_where_the_augmentation_destroys_the_evidence(light_and_
         "preset", "strength", "agreement", "copy_accuracy", "clean_accuracy", "confidence", "views"
     ]  # fmt: skip
     assert len(table) == 4 and (table["views"] == 6 * 8).all()
+    import mmkit.agreement
+
+    assert str(list(table.columns)) in mmkit.agreement.__doc__  # the docstring shows what a call returns
     row = table.set_index(["preset", "strength"])
     assert row.loc[("seed", 1.0), "agreement"] == 1.0  # 15 degrees keep a white image mostly white
     assert row.loc[("seed", 1.0), "clean_accuracy"] == 1.0
