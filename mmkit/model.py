@@ -7,8 +7,9 @@ formats only (JSON, ``.npz``, torch ``weights_only`` tensors; no pickled objects
                      mean/std, feature precision, batch sizes), where the backbone comes from, the mmkit
                      version that wrote it and the list of files
     fusion.pt        the fusion head and its standardisation statistics (``FusionModel``'s state dict)
-    backbone.pt      the image backbone's weights, unless model.json refers to a stage-1 checkpoint
-                     (the bank path over a stage-1 checkpoint: its weights hash is checked on load)
+    backbone.pt      the image backbone's weights (unless saved with backbone="reference": model.json
+                     then refers to a stage-1 checkpoint, whose weights hash is checked on load)
+    preset.json      the augmentation preset, when it was given as a file (albumentations' to_dict)
     text_encoder/    the fitted text encoder (``mmkit.text_io``: TF-IDF vocabulary + probe, bow-mlp
                      weights, or the minilm / open_clip / hf reference + probe)
 
@@ -141,7 +142,7 @@ class MultimodalModel:
         """Class probabilities [N, C] (multi-label: each label's own probability)."""
         return probabilities(self.predict_logits(images, texts), self.task)
 
-    def save(self, folder: PathLike, backbone: str = "auto") -> Path:
+    def save(self, folder: PathLike, backbone: str = "copy") -> Path:
         return save_model(self, folder, backbone=backbone)
 
 
@@ -279,25 +280,28 @@ def _head_name(head: nn.Module) -> str:
 
 
 # --------------------------------------------------------------------------------------------- save
-def save_model(model: Any, folder: PathLike, backbone: str = "auto") -> Path:
+def save_model(model: Any, folder: PathLike, backbone: str = "copy") -> Path:
     """Write ``model`` (a ``MultimodalModel``, or notebook 04's ``FusionExperiment``) to ``folder``.
 
-    ``backbone``: "copy" (the weights go into the folder), "reference" (only a stage-1 checkpoint's path
-    and weights hash; the bank path over a stage-1 checkpoint) or "auto" (reference where there is a
-    stage-1 checkpoint to refer to, else copy). Returns ``folder``.
+    ``backbone``: "copy" (the default: the weights go into the folder, which is then the unit to move or
+    copy) or "reference" (only a stage-1 checkpoint's path and weights hash, for the bank path over a
+    stage-1 checkpoint: a smaller folder that loads only while that checkpoint stays where it is,
+    unchanged). A preset given as a file is stored in the folder (``preset.json``, albumentations'
+    serialization) and rebuilt from there on load. Returns ``folder``.
 
     Example:
         >>> save_model(exp, "runs/04/model")  # doctest: +SKIP
     """
     from mmkit import __version__
+    from mmkit.augment import Preset, _is_preset_file, build_preset, save_preset
     from mmkit.features import file_sha256
     from mmkit.text_io import save_text_encoder
     from mmkit.train import _plain, atomic_save
 
     if not isinstance(model, MultimodalModel):
         model = model_from_experiment(model)
-    if backbone not in ("auto", "copy", "reference"):
-        raise ValueError(f"backbone must be 'auto', 'copy' or 'reference', got {backbone!r}")
+    if backbone not in ("copy", "reference"):
+        raise ValueError(f"backbone must be 'copy' or 'reference', got {backbone!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     source = dict(model.backbone_source)
@@ -305,8 +309,20 @@ def save_model(model: Any, folder: PathLike, backbone: str = "auto") -> Path:
         raise ValueError(
             "backbone='reference' needs a model whose image features come from a stage-1 checkpoint"
         )
-    if backbone == "copy" or source.get("kind") != "stage1_checkpoint":
+    if backbone == "copy":
         source = {"kind": "weights", "file": "backbone.pt"}
+    preprocess = dict(model.preprocess)
+    files = ["fusion.pt", "text_encoder/text_encoder.json", "text_encoder/text_encoder.npz"]
+    preset = preprocess["preset"]
+    if isinstance(preset, Preset) or isinstance(preset, Path) or _is_preset_file(str(preset)):
+        # a preset file may be edited or deleted after training: the folder keeps its own copy
+        built = build_preset(preset, int(preprocess["image_size"]))
+        save_preset(built, folder / "preset.json")
+        files.append("preset.json")
+        origin = preprocess.pop("preset_source", None)  # a loaded model's: the file it was trained with
+        if origin is None:
+            origin = str(preset) if not isinstance(preset, Preset) else (preset.source or preset.name)
+        preprocess.update(preset=str(origin), preset_file="preset.json")  # "preset": provenance only
     files = ["fusion.pt", "text_encoder/text_encoder.json", "text_encoder/text_encoder.npz"]
     bb = model.backbone
     backbone_info: dict[str, Any] = {
@@ -340,7 +356,7 @@ def save_model(model: Any, folder: PathLike, backbone: str = "auto") -> Path:
         },
         "modalities": model.modalities,
         "text": {"kind": model.text_kind, "encoder": getattr(model.text_encoder, "name", None)},
-        "preprocess": model.preprocess,
+        "preprocess": preprocess,
         "backbone": backbone_info,
         "info": _plain({k: v for k, v in model.info.items() if k != "hidden"}),
         "files": {name: file_sha256(folder / name) for name in files},
@@ -414,6 +430,12 @@ def load_model(folder: PathLike, device: Union[str, torch.device] = "cpu") -> Mu
             backbone = create_backbone(info["name"], pretrained=None, image_size=info.get("image_size"))
         backbone.load_state_dict(torch.load(folder / info["file"], map_location="cpu", weights_only=True))
         backbone.pretrained = info.get("pretrained")
+    preprocess = dict(manifest["preprocess"])
+    if preprocess.get("preset_file"):  # the preset file as it was at save time, not wherever it is now
+        from mmkit.augment import load_preset
+
+        preprocess["preset_source"] = preprocess["preset"]
+        preprocess["preset"] = load_preset(folder / preprocess["preset_file"], int(preprocess["image_size"]))
     if manifest["preprocess"].get("channels_last"):
         backbone = backbone.to(memory_format=torch.channels_last)
     mean, std = manifest["preprocess"]["norm"]
@@ -435,7 +457,7 @@ def load_model(folder: PathLike, device: Union[str, torch.device] = "cpu") -> Mu
         fusion=fusion.to(device).eval(),
         classes=list(classes),
         task=task,
-        preprocess=manifest["preprocess"],
+        preprocess=preprocess,
         head=head["name"],
         text_kind=manifest["text"]["kind"],
         modalities=manifest.get("modalities", "both"),

@@ -4,6 +4,7 @@ model predicting exactly what the experiment predicted, and the `mmkit predict` 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,12 +147,64 @@ def test_saved_model_over_a_stage1_checkpoint_predicts_like_the_experiment(food,
     exp = _experiment(food, tmp_path, checkpoint=str(stage1.checkpoint))
     folder = _check_roundtrip(exp, food, tmp_path)
     manifest = json.loads((folder / "model.json").read_text())
-    assert manifest["backbone"]["kind"] == "stage1_checkpoint"  # referred to, weights hash checked
+    assert manifest["backbone"]["kind"] == "weights"  # the default: the folder is the unit
+    assert (folder / "backbone.pt").is_file()
     assert (
         manifest["preprocess"]["preset"] == "light" and manifest["preprocess"]["feature_dtype"] == "float16"
     )
     assert manifest["preprocess"]["norm"] == torch.load(stage1.checkpoint, weights_only=True)["meta"]["norm"]
-    assert not (folder / "backbone.pt").exists()
+    from mmkit.model import load_model, save_model
+
+    ref = save_model(exp, tmp_path / "ref", backbone="reference")  # the explicit option: path + hash
+    assert json.loads((ref / "model.json").read_text())["backbone"]["kind"] == "stage1_checkpoint"
+    assert not (ref / "backbone.pt").exists()
+    recs = food.records("test")
+    images, texts = [r.image_path for r in recs], [r.text for r in recs]
+    assert np.array_equal(load_model(ref).predict_logits(images, texts), _test_logits(exp))
+
+
+def test_a_copied_model_folder_outlives_its_checkpoint_and_preset_file(food, tmp_path):
+    import dataclasses
+    import shutil
+
+    from mmkit.augment import save_preset
+    from mmkit.experiment import run_fusion_experiment
+    from mmkit.model import load_model, save_model
+    from mmkit.train import train_stage1
+
+    preset = save_preset("light", tmp_path / "my_preset.json", image_size=32, scale_min=0.5)
+    augment = dataclasses.replace(AUG, preset=str(preset))
+    checkpoint = train_stage1(
+        food,
+        ModelConfig("timm:test_resnet"),
+        TrainConfig(epochs=1, lr=0.05),
+        augment,
+        out_dir=tmp_path / "s1",
+    ).checkpoint
+    exp = run_fusion_experiment(
+        food, augment=augment, model=ModelConfig(backbone=None),
+        train=TrainConfig(epochs=2, lr=1e-2, optimizer="adamw"), text=TextConfig(text_folds=3),
+        fusion=FusionConfig(bank_views=2, bank_dir=str(tmp_path / "bank"), compare_heads=False,
+                            checkpoint=str(checkpoint)),
+        out_dir=tmp_path / "run",
+    )  # fmt: skip
+    expected = _test_logits(exp)
+    saved = save_model(exp, tmp_path / "run" / "model")
+    assert (saved / "preset.json").is_file()
+    moved = shutil.copytree(saved, tmp_path / "elsewhere" / "model")
+    shutil.rmtree(saved)
+    Path(checkpoint).unlink()  # notebook 03 run again: the checkpoint is gone, and so is the preset file
+    preset.unlink()
+    recs = food.records("test")
+    model = load_model(moved)
+    assert np.array_equal(
+        model.predict_logits([r.image_path for r in recs], [r.text for r in recs]), expected
+    )
+    assert model.preprocess["preset"].params["scale_min"] == 0.5
+    again = load_model(save_model(model, tmp_path / "again"))  # a loaded model saves whole again
+    assert np.array_equal(
+        again.predict_logits([r.image_path for r in recs], [r.text for r in recs]), expected
+    )
 
 
 def test_saved_live_model_carries_its_trained_backbone(food, tmp_path):
