@@ -64,6 +64,7 @@ def main() -> None:
     from mmkit.features import build_feature_bank, load_backbone
     from mmkit.heads import FusionModel, feature_stats, make_head
     from mmkit.metrics import compute_metrics
+    from mmkit.seeding import derive_seed
     from mmkit.stage2 import LiveLoader, Stage2Model, predict, train_stage2
     from mmkit.text import compute_text_features
 
@@ -143,7 +144,7 @@ def main() -> None:
     ]  # same weights as the bank's
     text_stats = feature_stats(torch.from_numpy(text.lookup("train", ds.ids("train"))))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
+        torch.manual_seed(derive_seed(args.seed, "heads"))  # as train_stage2 does
         head = make_head("concat-linear", module.num_features, text.dim, ds.num_classes)
     model = Stage2Model(FusionModel(head, image_stats, text_stats), backbone=module)
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=0.3)  # only the head is optimised
@@ -174,7 +175,7 @@ def main() -> None:
         model.train()  # the seed's defect: the backbone's BatchNorm keeps updating its statistics
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed * 1_000_003 + epoch)
+            torch.manual_seed(derive_seed(args.seed, "seed_way", epoch))
             for batch in loaders["train"]:
                 loss = loss_fn(model(batch), batch["label"])
                 model.zero_grad(set_to_none=True)

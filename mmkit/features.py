@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from mmkit.heads import modality_dropout_masks
+from mmkit.seeding import derive_seed, torch_generator
 
 BANK_VERSION = 1  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
@@ -143,7 +144,7 @@ def _create_backbone(
     from mmkit.models import create_backbone
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(derive_seed(seed, "backbone_init"))  # the init stage 1 of this seed starts from
         source = str(checkpoint) if checkpoint is not None else pretrained
         return create_backbone(name, pretrained=source, image_size=image_size)
 
@@ -313,8 +314,8 @@ def build_feature_bank(
         )
         per_batch = max(1, batch_size // views)
         loader = make_loader(
-            dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
-            num_workers=num_workers, shuffle=False,
+            dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size,
+            seed=derive_seed(seed, "bank_views"), num_workers=num_workers, shuffle=False,
         )  # fmt: skip
         loader.set_epoch(0)
         _extract(module, loader, train_views, device, f"bank: train x{views} views")
@@ -418,7 +419,7 @@ class BankLoader:
         return len(self.ids)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch_generator(self.seed, "bank_batches", self.epoch)
         n = len(self.ids)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         for b in range(len(self)):

@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.metrics import compute_metrics, selection_value
+from mmkit.seeding import derive_seed
 
 Forward = Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
 
@@ -436,7 +437,7 @@ def stage1_loaders(
             copies=augment.copies,
             preset=augment.preset,
             image_size=augment.image_size,
-            seed=seed,
+            seed=derive_seed(seed, "stage1"),  # the root seed's stage-1 stream (the bank draws its own)
             num_workers=augment.num_workers,
             distributed=distributed or None,
         )
@@ -449,7 +450,7 @@ def build_stage1(dataset: Any, model: ModelConfig, augment: AugmentConfig, seed:
     from mmkit.models import ImageClassifier, apply_layer_policy, create_backbone
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the same init on every rank and every run of this seed
+        torch.manual_seed(derive_seed(seed, "backbone_init"))  # the same init on every rank and every run
         backbone = create_backbone(model.backbone, pretrained=model.pretrained, image_size=augment.image_size)
         classifier = ImageClassifier(backbone, len(dataset.classes))
     return apply_layer_policy(classifier, model.train_blocks)
@@ -537,8 +538,9 @@ def load_stage1(path: Union[str, Path], device: Union[str, torch.device] = "cpu"
     meta = state.get("meta") or {}
     if meta.get("kind") != "stage1":
         raise ValueError(f"{path} is not a stage-1 checkpoint of mmkit.train (its meta: {sorted(meta)})")
-    backbone = create_backbone(meta["backbone"], pretrained=None, image_size=meta.get("image_size"))
-    clf = ImageClassifier(backbone, len(meta["classes"]))
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG alone
+        backbone = create_backbone(meta["backbone"], pretrained=None, image_size=meta.get("image_size"))
+        clf = ImageClassifier(backbone, len(meta["classes"]))
     clf.load_state_dict(state["model"])
     clf.classes = list(meta["classes"])
     return clf.to(device).eval()
