@@ -49,8 +49,9 @@ def fold_dataset(dataset: Any, rows: np.ndarray, keep_val: bool = True) -> Any:
     for selection when ``keep_val``, test always dropped (cross-fitting never looks at it)."""
     train = dataset.records("train")
     splits = {"train": [train[i] for i in rows]}
-    if keep_val and "val" in dataset.splits:
-        splits["val"] = dataset.records("val")
+    if keep_val:
+        splits["val"] = dataset.records("val") if "val" in dataset.splits else []
+        splits["test"] = []
     return replace(dataset, splits=splits)
 
 

@@ -9,6 +9,9 @@ parameters. ``--smoke`` applies the notebook's small CI parameters from ``notebo
 ``mmkit demo --out runs/demo`` generates the synthetic data and runs notebooks 01 -> 05 in order, handing the
 stage-1 checkpoint on to the notebooks that take one, then prints the comparison table.
 
+``mmkit gather RUN_DIR... --out DIR`` merges runs of notebook 05 made as separate jobs (``-p seeds [S]``, one
+seed per job: a SLURM array, submitit) into one table, figure and verdict (``mmkit.reproduce.gather``).
+
 Example:
     >>> parse_value("3"), parse_value("0.5"), parse_value("None"), parse_value("none"), parse_value("timm:test_resnet")
     (3, 0.5, None, 'none', 'timm:test_resnet')
@@ -170,6 +173,27 @@ def run_demo(out: str | Path, smoke: bool = False) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _add_gather_command(sub: Any) -> None:
+    gather = sub.add_parser(
+        "gather", help="merge runs of notebook 05 (e.g. one seed per job) into one table, figure and verdict"
+    )
+    gather.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="out folders of `mmkit run 05 -p seeds [S]`"
+    )
+    gather.add_argument("--out", required=True, help="folder for the merged comparison and metrics.json")
+
+
+def _gather_command(args: argparse.Namespace) -> int:
+    """``mmkit gather RUN_DIR... --out DIR``: notebook 05's jobs merged as if one run had done every seed."""
+    from mmkit.reproduce import gather
+
+    results = gather(args.runs, args.out)
+    out = Path(args.out)
+    print((out / "comparison.md").read_text())
+    print(f"{out / 'metrics.json'}: {len(results['seeds'])} seeds from {len(args.runs)} runs")
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="mmkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +206,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--smoke", action="store_true")
     sub.add_parser("params", help="list a notebook's parameters").add_argument("notebook")
+    _add_gather_command(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -193,6 +218,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{out / notebook.name}\n{out / 'metrics.json'}: {len(metrics)} entries")
         elif args.command == "demo":
             run_demo(args.out, smoke=args.smoke)
+        elif args.command == "gather":
+            return _gather_command(args)
         elif args.command == "params":
             for name, p in notebook_parameters(_resolve_notebook(args.notebook)).items():
                 print(f"{name}: {p['inferred_type_name']} = {p['default']}")
