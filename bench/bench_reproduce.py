@@ -27,6 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run-dir", default=None, help="a finished run of notebook 05 (else: run it now)")
     p.add_argument("--wall-s", type=float, default=None, help="the run's wall time, when --run-dir is given")
+    p.add_argument("--note", default=None, help="how the run was measured (load, threads, CPU time)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "reproduce.json"))
     args = p.parse_args()
 
@@ -65,6 +66,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "omp_threads": os.environ.get("OMP_NUM_THREADS"),
         },
+        "note": args.note,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     out = Path(args.out)
