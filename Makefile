@@ -17,12 +17,14 @@ export TRANSFORMERS_OFFLINE ?= 1
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml jupyter/overrides.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	# A `python3` kernel that runs this venv's interpreter, whatever other kernels the machine has.
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mmkit)" >/dev/null
+	# JupyterLab saves widget state with the notebook (the explorer's controls survive a reopen).
+	install -D -m 644 jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	-$(MAKE) --no-print-directory git-setup
 	@touch $(STAMP)
 

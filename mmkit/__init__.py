@@ -8,7 +8,10 @@ One sample's way from disk to a number in the report, one module per step:
     mmkit.features  feature bank: K cached views from a frozen backbone        -> fusion head input
     mmkit.heads     fusion heads  |  mmkit.stage2: train them  |  mmkit.train: one fit loop -> checkpoints
     mmkit.experiment  notebook 04: every head beside the single-modality baselines -> tables, metrics
+    mmkit.model     the trained model saved / loaded (save_model, load_model(...).predict) -> model/
     mmkit.metrics   scores  |  mmkit.viz: plots  |  mmkit.run: papermill runner  -> notebooks, metrics.json
+    mmkit.agreement label_agreement: does an augmentation keep the model's prediction?
+    mmkit.checks    check_inputs: missing files named before a slow step  |  mmkit.progress: plain-text bars
     mmkit.reproduce notebook 05's comparison grid over seeds                     -> mean ± std table
 
 The names below are the public API, importable from ``mmkit`` directly. They are loaded on first use,
@@ -48,14 +51,17 @@ _EXPORTS: dict[str, str] = {
             "Record",
             "load_dataset",
             "read_fpus23",
+            "read_hf",
             "read_manifest",
             "read_upmc_food101",
         ],
         "mmkit.data",
     ),
     **dict.fromkeys(
-        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview"], "mmkit.augment"
+        ["PRESETS", "BatchLoader", "build_preset", "make_loader", "normalize", "preview", "save_preset"],
+        "mmkit.augment",
     ),
+    "label_agreement": "mmkit.agreement",
     **dict.fromkeys(["Backbone", "ImageClassifier", "apply_layer_policy", "create_backbone"], "mmkit.models"),
     **dict.fromkeys(
         ["TextFeatures", "compute_text_features", "make_text_encoder", "out_of_fold_logits"], "mmkit.text"
@@ -64,11 +70,14 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["HEADS", "FusionModel", "make_head"], "mmkit.heads"),
     **dict.fromkeys(["Stage2Result", "train_stage2"], "mmkit.stage2"),
     **dict.fromkeys(["FusionExperiment", "run_fusion_experiment"], "mmkit.experiment"),
+    **dict.fromkeys(["MultimodalModel", "load_model", "predict_manifest", "save_model"], "mmkit.model"),
     **dict.fromkeys(["FitResult", "fit", "load_stage1", "train_stage1"], "mmkit.train"),
     "compute_metrics": "mmkit.metrics",
     **dict.fromkeys(["read_metrics", "write_metrics"], "mmkit.report"),
     **dict.fromkeys(["run_comparison", "save_comparison", "summarize"], "mmkit.reproduce"),
     "execute_notebook": "mmkit.run",
+    "check_inputs": "mmkit.checks",
+    "progress": "mmkit.progress",
 }
 
 __all__ = list(_EXPORTS)

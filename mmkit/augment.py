@@ -22,8 +22,11 @@ Example:
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import io
+import json
+import logging
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -38,6 +41,8 @@ import torch
 from PIL import Image, ImageOps
 
 from mmkit.data.records import DataError, Dataset
+
+log = logging.getLogger("mmkit.augment")
 
 # ----------------------------------------------------------------------------------------------------------
 # Normalisation statistics (applied once per batch by `normalize`)
@@ -162,6 +167,7 @@ class Preset:
     train_decode: int
     eval_decode: int
     params: dict[str, Any] = field(default_factory=dict)
+    source: Optional[str] = None  # the preset file it was loaded from (``load_preset``), else None
 
 
 def _compose(transforms: list) -> A.Compose:
@@ -322,6 +328,24 @@ PRESETS: dict[str, Callable[..., Preset]] = {
 }
 
 
+# strength -> (low, high, step, identity): the range in which every preset builds a valid pipeline at
+# both ends (the explorer's sliders span exactly this), and the value at which it does nothing.
+PARAM_RANGES: dict[str, tuple[float, float, float, float]] = {
+    "rotate": (0.0, 90.0, 1.0, 0.0),  # degrees, either way
+    "hflip": (0.0, 1.0, 0.05, 0.0),  # probabilities
+    "vflip": (0.0, 1.0, 0.05, 0.0),
+    "blur": (0.0, 1.0, 0.05, 0.0),
+    "scale_min": (0.05, 1.0, 0.05, 1.0),  # smallest crop area share: 1.0 never crops
+    "brightness": (0.0, 0.5, 0.01, 0.0),
+    "jitter": (0.0, 1.0, 0.05, 0.0),
+    "scale": (0.0, 0.5, 0.01, 0.0),  # affine zoom, +-
+    "translate": (0.0, 0.5, 0.01, 0.0),  # share of the side
+    "gamma": (0.0, 0.95, 0.01, 0.0),  # 1.0 would ask RandomGamma for a gamma of 0, which it rejects
+    "contrast": (0.0, 1.0, 0.01, 0.0),
+    "speckle": (0.0, 0.9, 0.01, 0.0),  # multiplicative noise factor 1 +- speckle
+}
+
+
 def preset_params(name: str) -> dict[str, float]:
     """The tunable strengths of a preset and their defaults (what the explorer's sliders move).
 
@@ -330,13 +354,48 @@ def preset_params(name: str) -> dict[str, float]:
         {'rotate': 15.0, 'hflip': 0.5, 'vflip': 0.5}
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(
+            f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or a preset file (.json / .yaml)"
+        )
     sig = inspect.signature(PRESETS[name])
     return {k: p.default for k, p in sig.parameters.items() if k != "image_size"}
 
 
-def build_preset(name: Union[str, Preset], image_size: int = 224, **params: float) -> Preset:
+def scaled_params(name: str, strength: float) -> dict[str, float]:
+    """A preset's strengths moved ``strength`` times as far from doing nothing as its defaults are, kept
+    inside ``PARAM_RANGES`` (0: every strength at its identity, 1: the defaults, 2: twice as strong).
+
+    Example:
+        >>> scaled_params("seed", 2.0)
+        {'rotate': 30.0, 'hflip': 1.0, 'vflip': 1.0}
+        >>> scaled_params("light", 0.5)["scale_min"]
+        0.8
+    """
+    out = {}
+    for k, v in preset_params(name).items():
+        lo, hi, _, identity = PARAM_RANGES[k]
+        out[k] = round(float(min(hi, max(lo, identity + strength * (float(v) - identity)))), 6)
+    return out
+
+
+def _check_params(name: str, params: dict[str, float]) -> None:
+    known = preset_params(name)
+    unknown = set(params) - set(known)
+    if unknown:
+        raise ValueError(f"preset {name!r} has no parameter(s) {sorted(unknown)}; it has {known}")
+    for k, v in params.items():
+        lo, hi = PARAM_RANGES[k][:2]
+        if not lo <= float(v) <= hi:
+            raise ValueError(f"preset {name!r}: {k}={v} is outside its valid range [{lo:g}, {hi:g}]")
+
+
+def _is_preset_file(name: str) -> bool:
+    return Path(name).suffix.lower() in (".json", ".yaml", ".yml")
+
+
+def build_preset(name: Union[str, Path, Preset], image_size: int = 224, **params: float) -> Preset:
     """Build a preset by name for ``image_size``; ``params`` override its strengths (see ``preset_params``).
+    A path ending in .json / .yaml / .yml is a preset file saved by ``save_preset`` (the explorer's "save").
 
     Example:
         >>> p = build_preset("seed", image_size=112)
@@ -345,12 +404,126 @@ def build_preset(name: Union[str, Preset], image_size: int = 224, **params: floa
     """
     if isinstance(name, Preset):
         return name
-    unknown = set(params) - set(preset_params(name))
-    if unknown:
-        raise ValueError(
-            f"preset {name!r} has no parameter(s) {sorted(unknown)}; it has {preset_params(name)}"
-        )
+    if isinstance(name, Path) or _is_preset_file(name):
+        if params:
+            raise ValueError(f"{name}: a preset file holds its strengths; edit the file instead of {params}")
+        return load_preset(name, image_size)
+    _check_params(name, params)
     return PRESETS[name](image_size=image_size, **params)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Preset files: the three pipelines in albumentations' own serialization, plus what mmkit needs around them
+
+
+PRESET_FORMAT = 1
+
+
+def preset_to_dict(preset: Preset) -> dict[str, Any]:
+    """A preset as plain data: ``A.to_dict`` of ``pre`` / ``train`` / ``eval`` plus name, size, strengths
+    and decode sizes (``load_preset`` reads it back)."""
+    return {
+        "mmkit_preset": PRESET_FORMAT,
+        "name": preset.name,
+        "image_size": preset.image_size,
+        "params": dict(preset.params),
+        "train_decode": preset.train_decode,
+        "eval_decode": preset.eval_decode,
+        **{part: A.to_dict(getattr(preset, part)) for part in ("pre", "train", "eval")},
+    }
+
+
+def save_preset(
+    preset: Union[str, Preset], path: Union[str, Path], image_size: int = 224, **params: float
+) -> Path:
+    """Write ``preset`` (or ``build_preset(preset, image_size, **params)``) to ``path``: JSON, or YAML when
+    the name ends in .yaml / .yml. Any notebook's ``preset`` parameter takes the path.
+
+    Example:
+        >>> path = save_preset("ultrasound", "/tmp/us.json", image_size=64, gamma=0.5)  # doctest: +SKIP
+        >>> build_preset("/tmp/us.json", 64).params["gamma"]  # doctest: +SKIP
+        0.5
+    """
+    import yaml
+
+    p = build_preset(preset, image_size, **params)
+    path = Path(path)
+    if not _is_preset_file(str(path)):
+        raise ValueError(f"{path}: a preset file name ends in .json, .yaml or .yml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = preset_to_dict(p)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        path.write_text(yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False))  # tuples -> lists
+    return path
+
+
+def _read_preset_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"preset file {path} does not exist: save one from notebook 02's explorer, or set preset to one "
+            f"of {sorted(PRESETS)}"
+        )
+    text = path.read_text()
+    data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict) or "train" not in data or "mmkit_preset" not in data:
+        raise ValueError(f"{path} is not an mmkit preset file (save one with mmkit.augment.save_preset)")
+    return data
+
+
+def load_preset(path: Union[str, Path], image_size: Optional[int] = None) -> Preset:
+    """The preset saved in ``path`` by ``save_preset``, for ``image_size`` (None: the size it was saved at).
+
+    The pipelines are read with ``A.from_dict``, so an edited file keeps its edits. A file saved at
+    another size is rebuilt from its name and strengths when its pipelines are still exactly what they
+    were built as; an edited one must be used at the size it was saved at.
+    """
+    path = Path(path)
+    data = _read_preset_file(path)
+    saved_size = int(data["image_size"])
+    name, params = data.get("name"), dict(data.get("params") or {})
+    size = saved_size if image_size is None else int(image_size)
+    if size != saved_size:
+        unedited = name in PRESETS and all(
+            _plain(A.to_dict(getattr(build_preset(name, saved_size, **params), part))) == _plain(data[part])
+            for part in ("pre", "train", "eval")
+        )
+        if not unedited:
+            raise ValueError(
+                f"preset file {path} was saved for image_size={saved_size} and its pipelines were edited: "
+                f"set image_size={saved_size}, or save it again at {size}"
+            )
+        p = build_preset(name, size, **params)
+        p.source = str(path)
+        return p
+    parts = {}
+    for part in ("pre", "train", "eval"):
+        compose = A.from_dict(data[part])
+        compose.set_random_seed(0)  # as _compose: the loader replaces the random state before every view
+        parts[part] = compose
+    return Preset(
+        str(name or path.stem), saved_size, parts["pre"], parts["train"], parts["eval"],
+        int(data.get("train_decode", saved_size)), int(data.get("eval_decode", saved_size)), params, str(path),
+    )  # fmt: skip
+
+
+def _plain(x: Any) -> Any:
+    return json.loads(json.dumps(x))  # YAML / JSON lists against to_dict's tuples
+
+
+def preset_key(preset: Union[str, Path, Preset]) -> str:
+    """What a cache (the feature bank) must key on for ``preset``: its name, or for a preset file its
+    name plus a hash of its content (the same path may hold another preset tomorrow)."""
+    if isinstance(preset, Preset):
+        return preset.name if preset.source is None else preset_key(preset.source)
+    if isinstance(preset, Path) or _is_preset_file(preset):
+        data = _read_preset_file(Path(preset))
+        digest = hashlib.sha256(json.dumps(_plain(data), sort_keys=True).encode()).hexdigest()[:12]
+        return f"{Path(preset).name}:{digest}"
+    return preset
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -494,7 +667,8 @@ class _BatchPlan(torch.utils.data.Sampler):
     With ``even`` (training) every rank must run the same number of steps (DDP needs that) although shards
     may differ by one sample: each rank cuts its shard into the same number of near-equal batches (at most
     ``batch_size``) instead of dropping or repeating samples. Only where that is impossible (a shard
-    shorter than the number of steps, or ``drop_last``) is the order cut to a multiple of the world size.
+    shorter than the number of steps, or ``drop_last``) is the order cut to a multiple of the world size,
+    and the cut (``cut`` samples per epoch) is logged once, on rank 0.
     Evaluation splits are never cut: ranks may get one sample more or less.
     """
 
@@ -507,6 +681,20 @@ class _BatchPlan(torch.utils.data.Sampler):
         self.same_cuts = (
             world > 1 and even and not drop_last and n > 0 and n // world >= self._steps(math.ceil(n / world))
         )
+        self.cut = n % world if world > 1 and even and not self.same_cuts else 0  # samples left out per epoch
+        if self.cut and rank == 0:
+            why = (
+                "drop_last=True cuts the order to a multiple of the world size"
+                if drop_last
+                else f"shards of {n // world}-{math.ceil(n / world)} samples cannot be cut into the same "
+                f"number of batches at batch_size={batch_size}; a larger batch_size trains on all of them"
+            )
+            which = "a different set each epoch, by the shuffle" if shuffle else "the last ones, every epoch"
+            log.warning(
+                "DDP loader: %d of the %d training samples are left out each epoch (%s; %d ranks must run "
+                "the same number of steps): %s.",
+                self.cut, n, which, world, why,
+            )  # fmt: skip
 
     def indices(self, epoch: int) -> np.ndarray:
         order = np.arange(self.n)
@@ -626,6 +814,11 @@ class BatchLoader:
         return self.maker.preset
 
     @property
+    def world_size(self) -> int:
+        """Ranks this loader's split is sharded over (1: this rank sees the whole split)."""
+        return self.plan.world
+
+    @property
     def num_samples(self) -> int:
         """Samples per epoch on this rank (each yields ``copies`` views)."""
         return sum(len(b) for b in self.plan.batches(self.plan.epoch))
@@ -708,6 +901,7 @@ def make_loader(
 
 __all__ = [
     "NORMS",
+    "PARAM_RANGES",
     "PRESETS",
     "BatchLoader",
     "Preset",
@@ -719,9 +913,14 @@ __all__ = [
     "light_preset",
     "make_loader",
     "normalize",
+    "load_preset",
+    "preset_key",
     "preset_params",
+    "preset_to_dict",
     "preview",
     "resolve_norm",
+    "save_preset",
+    "scaled_params",
     "seed_preset",
     "ultrasound_preset",
     "view_rng",

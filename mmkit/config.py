@@ -24,18 +24,36 @@ T = TypeVar("T")
 
 @dataclass
 class DataConfig:
-    """Where the data is and how it is split."""
+    """Where the data is and how it is split: every option of the readers, by the readers' own names.
+
+    ``load_dataset`` hands each reader the options it takes; options for another dataset are ignored.
+    """
 
     dataset: str = (
-        "synthetic_food101"  # synthetic_food101 | synthetic_fpus23 | upmc_food101 | fpus23 | manifest
+        "synthetic_food101"  # synthetic_food101 | synthetic_fpus23 | upmc_food101 | fpus23 | manifest | hf
     )
     data_root: Optional[str] = None  # None: the synthetic default under data/<dataset>
     task: Optional[str] = None  # fpus23: "head" (binary) or "organs" (multi-label)
     include_view: bool = True  # fpus23: keep the View_fetus field in the text (it nearly names the label)
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # share of rows for val (carved from train); must be > 0: val picks the epoch
+    test_fraction: float = 0.2  # manifest / hf / fpus23 without given splits: share of rows for test
     split_file: Optional[str] = None  # food101: train image names that form val, one per line
     seed: int = 0
     on_error: str = "raise"  # "raise" or "skip" (skips are logged and listed, never silent)
+    unboxed_streams: str = "keep"  # fpus23 streams with no box: keep (as no_head, the paper) | drop | raise
+    image_col: str = "image"  # manifest / hf: the column of image paths (or image bytes)
+    text_col: str = "text"  # manifest / hf: the text column
+    label_col: str = "label"  # manifest / hf: the label column
+    group_col: Optional[str] = None  # manifest / hf: rows with the same value never sit in two splits
+    split_col: str = "split"  # manifest / hf: train / val / test per row, when the column exists
+    id_col: str = "id"  # manifest / hf: a unique id per row, when the column exists
+    multilabel_sep: Optional[str] = None  # manifest CSV: separator of several labels in one cell, e.g. "|"
+    hf_dataset: Optional[str] = None  # dataset="hf": a save_to_disk folder or a hub name
+    image_cache: Optional[str] = (
+        None  # images stored as bytes (hf, parquet) become files here; None: data/image_cache
+    )
+    check_images: str = "fast"  # fast (header + end marker) | full (decode every image) | none
+    check_duplicates: bool = True  # report identical image files (same content) in two splits
 
 
 @dataclass
@@ -73,7 +91,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_epochs: Optional[int] = None  # schedule "step": decay every this many epochs (None: epochs // 3)
     step_gamma: float = 0.1  # schedule "step": the decay factor
-    select_metric: str = "auto"  # the val metric that picks the epoch; auto: accuracy (multiclass), mAP
+    # the val metric that picks the epoch (a compute_metrics key: accuracy, macro_f1, mAP, ...); auto: the
+    # task's headline metric (metrics.headline_metric: accuracy, mAP for multi-label, macro_f1 for FPUS23 head)
+    select_on: str = "auto"
     grad_accum: int = 1
     amp: bool = True  # used only where the device supports it
     resume: bool = False  # continue from out_dir/last.pt (exactly: same weights as a run straight through)

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,7 +22,6 @@ from torch import nn
 
 from mmkit.config import AugmentConfig, FusionConfig, ModelConfig, TextConfig, TrainConfig
 from mmkit.heads import HEADS
-from mmkit.paths import ROOT
 from mmkit.stage2 import Stage2Result, missing_modality_report, train_stage2
 
 
@@ -39,6 +38,11 @@ class FusionExperiment:
     baselines: dict[str, dict[str, dict[str, Any]]]  # "image-only" / "text-only" -> split -> metrics
     main: str  # the head the missing-modality report and the plots are about
     missing: dict[str, dict[str, dict[str, Any]]]
+    # the resolved configs ("augment", "model", "train", "text", "fusion": the stage-1 checkpoint's settings
+    # filled in) and the module the bank's image features came from (None: built by name): what
+    # mmkit.model.save_model needs to rebuild the model's preprocessing and backbone
+    settings: dict[str, Any] = field(default_factory=dict)
+    image_backbone: Optional[nn.Module] = None
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per method: val and test headline metrics."""
@@ -94,16 +98,28 @@ def run_fusion_experiment(
 
     ``backbone`` overrides ``model.backbone`` with a module (tests use tiny ones).
 
+    With a stage-1 checkpoint (``fusion.checkpoint``) its settings win: ``model.backbone``,
+    ``model.pretrained``, ``augment.image_size`` and ``augment.preset`` left ``None`` come from it, an
+    explicit value that differs is an error, and its class list is checked against ``dataset``
+    (``mmkit.train.restore_stage1_settings``); the image normalisation is always the checkpoint's.
+    The bank goes to ``fusion.bank_dir``, else ``mmkit.features.default_bank_dir(out_dir)``.
+
     Example:
         >>> exp = run_fusion_experiment(ds, augment=AugmentConfig(), model=ModelConfig(), train=TrainConfig(),
         ...                             text=TextConfig(), fusion=FusionConfig())  # doctest: +SKIP
         >>> exp.rows()  # doctest: +SKIP
     """
-    from mmkit.features import backbone_module, build_feature_bank
+    from mmkit.features import backbone_module, build_feature_bank, default_bank_dir
     from mmkit.metrics import compute_metrics
     from mmkit.text import compute_text_features
+    from mmkit.train import resolve_select_on, restore_stage1_settings
 
     out = Path(out_dir) if out_dir is not None else None
+    model, augment = restore_stage1_settings(
+        fusion.checkpoint, model, augment, dataset,
+        fallback={"backbone": getattr(backbone, "name", None) or type(backbone).__name__} if backbone is not None else None,
+    )  # fmt: skip
+    train = resolve_select_on(train, dataset)
     fold_of = _cross_fit_folds(dataset, fusion, train.seed)
     table, encoder = compute_text_features(
         dataset,
@@ -115,14 +131,14 @@ def run_fusion_experiment(
         **(text.text_options or {}),
     )
     bank, module = None, None
-    source = backbone if backbone is not None else _checkpoint_backbone(fusion.checkpoint, model.backbone)
+    source = backbone if backbone is not None else model.backbone
     if fusion.feature_bank:
 
         def bank_of(ds: Any, checkpoint: Optional[str]) -> Any:
             return build_feature_bank(
                 ds, source, pretrained=model.pretrained, checkpoint=checkpoint, preset=augment.preset,
                 views=fusion.bank_views, image_size=augment.image_size, seed=augment.seed,
-                batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or _default_bank_dir(),
+                batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or default_bank_dir(out),
                 device=device, num_workers=augment.num_workers,
             )  # fmt: skip
 
@@ -173,7 +189,11 @@ def run_fusion_experiment(
     main = results[fusion.head]
     loaders = {s: main.loaders[s] for s in ("val", "test") if len(dataset.records(s))}
     missing = missing_modality_report(main.model, loaders, dataset.task, list(dataset.classes))
-    return FusionExperiment(dataset, table, encoder, bank, results, baselines, fusion.head, missing)
+    settings = {"augment": augment, "model": model, "train": train, "text": text, "fusion": fusion}
+    return FusionExperiment(
+        dataset, table, encoder, bank, results, baselines, fusion.head, missing, settings,
+        image_backbone=backbone if bank is not None else None,
+    )  # fmt: skip
 
 
 def _cross_fit_folds(dataset: Any, fusion: FusionConfig, seed: int) -> Any:
@@ -218,28 +238,6 @@ def _cross_fitted(dataset, fold_of, fusion, full_bank, bank_of, out, resume, dev
     bank = cross_fitted_bank(dataset, fold_of, [f.checkpoint for f in fits], full_bank, bank_of)
     bank.meta["fold_fits"] = [{"fold": f.fold, "seconds": f.seconds, "n_train": f.n_train} for f in fits]
     return bank
-
-
-def _checkpoint_backbone(checkpoint: Optional[str], backbone: str) -> str:
-    """The backbone a stage-1 checkpoint was trained with (its ``meta``), which wins over ``backbone``:
-    weights only fit the architecture they came from."""
-    if checkpoint is None:
-        return backbone
-    import warnings
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    named = (state.get("meta") or {}).get("backbone") if isinstance(state, dict) else None
-    if named and named != backbone:
-        warnings.warn(
-            f"{checkpoint} is a stage-1 checkpoint of {named}: using that backbone, not {backbone}",
-            stacklevel=3,
-        )
-        return named
-    return backbone
-
-
-def _default_bank_dir() -> str:
-    return str(ROOT / "runs" / "feature_bank")
 
 
 __all__ = ["FusionExperiment", "headline_keys", "run_fusion_experiment"]

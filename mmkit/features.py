@@ -8,11 +8,17 @@ draw), every val/test image its plain eval view, and training images also their 
 keeps batch augmentation by drawing M of the K cached views of each sample at every step (``BankLoader``).
 
 The bank lives on disk as float16 ``.npy`` files under ``cache_dir/<key hash>/``. The key holds the
-backbone name, its weights (the checkpoint file's SHA-256, the pretrained tag, or a hash of the weights
-themselves for a module or a random init), the augmentation preset, K, the image size, the seed and a
-fingerprint of the dataset's splits (ids and image files). The same key reuses the bank; any change builds
-a new one. A bank is written to a temporary folder and renamed into place, so an interrupted build never
-leaves a half bank that a later run would reuse.
+backbone name, its weights (a hash of the weights themselves, for a stage-1 checkpoint, a module or a random
+init; a pretrained file's SHA-256 or the pretrained tag), the normalisation a stage-1 checkpoint records,
+the augmentation preset, K, the image size, the seed, the mmkit and albumentations versions, and a
+fingerprint of the dataset's splits: ids, image files and each file's size and mtime_ns, so an image
+overwritten in place builds a new bank. The same key reuses the bank; any change builds a new one. A bank
+is written to a temporary folder ``<hash>.tmp-<host>-<pid>`` and renamed into place, so an interrupted
+build never leaves a half bank that a later run would reuse; the folders a killed build left behind are
+removed by the next build in that cache (those of processes no longer alive on this host).
+
+Where banks live (``default_bank_dir``): ``$MMKIT_CACHE/feature_bank`` when the ``MMKIT_CACHE``
+environment variable is set (one cache shared by every run), else ``<out_dir>/feature_bank``.
 
 Example:
     >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64, cache_dir="runs/bank")  # doctest: +SKIP
@@ -23,11 +29,16 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
+import os
 import shutil
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -36,9 +47,10 @@ import torch
 from torch import nn
 
 from mmkit.heads import modality_dropout_masks
+from mmkit.progress import progress
 from mmkit.seeding import derive_seed, torch_generator
 
-BANK_VERSION = 1  # bump when the bank's layout or the way features are computed changes
+BANK_VERSION = 2  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
 
 
@@ -52,23 +64,56 @@ def file_sha256(path: Union[str, Path], chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def weights_sha256(module: nn.Module) -> str:
-    """SHA-256 over a module's state dict (names, shapes, dtypes and values, in key order)."""
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict (names, shapes, dtypes and values, in key order)."""
     h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state.items():
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, shapes, dtypes and values, in key order)."""
+    return state_sha256(module.state_dict())
+
+
+def checkpoint_weights_sha256(checkpoint: Union[str, Path]) -> str:
+    """SHA-256 of the backbone weights a checkpoint holds, not of the file's bytes: the same weights saved
+    twice (another archive name inside the file, another epoch or history beside them) name one bank.
+    A classifier's ``backbone.*`` weights are hashed without its head."""
+    from mmkit.models import read_state_dict
+
+    state = read_state_dict(checkpoint)
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state_sha256(backbone or state)
+
+
+def _stat(path: Any) -> str:
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError):
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def dataset_fingerprint(dataset: Any) -> str:
-    """Hash of each split's record ids and image files: a bank is never reused on other images."""
+    """Hash of each split's record ids, image files and the files' size and mtime_ns: a bank is never
+    reused on other images, nor on an image overwritten in place."""
     h = hashlib.sha256()
     for split in SPLITS:
         for r in dataset.records(split) if split in dataset.splits else []:
-            h.update(f"{split}\t{r.id}\t{r.image_path}\n".encode())
+            h.update(f"{split}\t{r.id}\t{r.image_path}\t{_stat(r.image_path)}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import albumentations
+
+    from mmkit import __version__
+
+    return {"mmkit": __version__, "albumentations": albumentations.__version__}
 
 
 def bank_key(
@@ -79,17 +124,20 @@ def bank_key(
     image_size: int,
     seed: int,
     data: str,
+    norm: Any = None,
 ) -> dict[str, Any]:
     """The settings a bank depends on; its folder name is a hash of this dict."""
     return {
         "version": BANK_VERSION,
         "backbone": backbone,
         "weights": weights,
+        "norm": [list(map(float, norm[0])), list(map(float, norm[1]))] if norm is not None else None,
         "preset": preset,
         "views": int(views),
         "image_size": int(image_size),
         "seed": int(seed),
         "data": data,
+        **_versions(),
     }
 
 
@@ -134,6 +182,31 @@ def backbone_module(
     return _create_backbone(backbone, pretrained, checkpoint, seed, image_size)
 
 
+def stage1_backbone(checkpoint: Union[str, Path]) -> Optional[nn.Module]:
+    """The backbone of a stage-1 checkpoint of ``mmkit.train`` as it was trained (architecture, weights,
+    and the normalisation it recorded), or None for a checkpoint without stage-1 meta (a plain state
+    dict: ``create_backbone`` reads it)."""
+    from mmkit.train import load_stage1, read_stage1_meta
+
+    try:
+        read_stage1_meta(checkpoint)
+    except ValueError:
+        return None
+    return load_stage1(checkpoint).backbone
+
+
+def stage1_norm(checkpoint: Optional[Union[str, Path]]) -> Any:
+    """The (mean, std) a stage-1 checkpoint records, or None (no checkpoint, or no stage-1 meta)."""
+    if checkpoint is None:
+        return None
+    from mmkit.train import read_stage1_meta
+
+    try:
+        return read_stage1_meta(checkpoint).get("norm")
+    except ValueError:
+        return None
+
+
 def _create_backbone(
     name: str,
     pretrained: Optional[str],
@@ -143,6 +216,10 @@ def _create_backbone(
 ) -> nn.Module:
     from mmkit.models import create_backbone
 
+    if checkpoint is not None:
+        module = stage1_backbone(checkpoint)  # its own architecture, norm and input size
+        if module is not None:
+            return module
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "backbone_init"))  # the init stage 1 of this seed starts from
         source = str(checkpoint) if checkpoint is not None else pretrained
@@ -152,10 +229,10 @@ def _create_backbone(
 def weights_id(
     pretrained: Optional[str], checkpoint: Optional[Union[str, Path]], module: Optional[nn.Module]
 ) -> str:
-    """How the key names the weights: a checkpoint's file hash, a pretrained file's hash or tag, else the
-    hash of the (random-init) weights."""
+    """How the key names the weights: a checkpoint's weights hash (``checkpoint_weights_sha256``), a
+    pretrained file's hash or tag, else the hash of the (random-init) weights."""
     if checkpoint is not None:
-        return f"checkpoint:{file_sha256(checkpoint)}"
+        return f"checkpoint:{checkpoint_weights_sha256(checkpoint)}"
     if pretrained is not None:
         return f"file:{file_sha256(pretrained)}" if Path(pretrained).is_file() else f"tag:{pretrained}"
     if module is None:
@@ -166,17 +243,13 @@ def weights_id(
 def load_backbone_weights(module: nn.Module, checkpoint: Union[str, Path]) -> nn.Module:
     """Load a stage-1 checkpoint's backbone weights into ``module`` (strict on the backbone's keys).
 
-    Accepts a plain state dict, or a dict holding one under "model"/"state_dict"/"backbone"; keys
-    prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
+    Accepts what ``mmkit.models.read_state_dict`` reads (a plain state dict, safetensors, or one held under
+    "model"/"state_dict"/"backbone"/...), through its safe loader (``weights_only=True``: no code runs);
+    keys prefixed "backbone." (a classifier wrapping the backbone) are unwrapped and the classifier dropped.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(state, dict):
-        for k in ("backbone", "model", "state_dict", "model_state"):
-            if k in state and isinstance(state[k], dict):
-                state = state[k]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{checkpoint}: not a state dict or a checkpoint holding one")
+    from mmkit.models import read_state_dict
+
+    state = read_state_dict(checkpoint)
     own = set(module.state_dict())
     if not own & set(state):
         for prefix in ("backbone.", "module.backbone.", "model.backbone."):
@@ -192,6 +265,68 @@ def load_backbone_weights(module: nn.Module, checkpoint: Union[str, Path]) -> nn
         )
     module.load_state_dict({k: state[k] for k in own}, strict=True)
     return module
+
+
+# ------------------------------------------------------------------------------------------ bank folders
+def default_bank_dir(out_dir: Union[None, str, Path] = None) -> Path:
+    """Where banks go when no ``bank_dir`` is given: ``$MMKIT_CACHE/feature_bank`` when the environment sets
+    ``MMKIT_CACHE`` (one cache for every run), else ``<out_dir>/feature_bank``; never inside the package.
+
+    Example:
+        >>> str(default_bank_dir("runs/04")) if "MMKIT_CACHE" not in os.environ else "runs/04/feature_bank"
+        'runs/04/feature_bank'
+    """
+    cache = os.environ.get("MMKIT_CACHE")
+    if cache:
+        return Path(cache).expanduser() / "feature_bank"
+    if out_dir is None:
+        raise ValueError(
+            "no folder for the feature bank: pass bank_dir (FusionConfig(bank_dir=...)), an out_dir, "
+            "or set the MMKIT_CACHE environment variable"
+        )
+    return Path(out_dir) / "feature_bank"
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{_HOST}-{os.getpid()}-{time.time_ns()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_tmp(cache_dir: Union[str, Path]) -> list[Path]:
+    """Remove the half-written ``<hash>.tmp-<host>-<pid>-<n>`` folders of builds that were killed: those of
+    this host whose process is gone, and the old ``<hash>.tmp-<n>`` ones (no owner recorded) older than a
+    day. A live build's folder, or another host's (a shared file system), is left alone. Returns what
+    was removed."""
+    removed = []
+    root = Path(cache_dir)
+    if not root.is_dir():
+        return removed
+    for tmp in root.glob("*.tmp-*"):
+        owner = tmp.name.rsplit(".tmp-", 1)[1].split("-")
+        if len(owner) == 3:
+            host, pid = owner[0], owner[1]
+            stale = host == _HOST and pid.isdigit() and not _alive(int(pid))
+        else:
+            try:
+                stale = time.time() - tmp.stat().st_mtime > 86400
+            except OSError:
+                continue
+        if stale and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------------ bank
@@ -247,21 +382,71 @@ def _open_bank(path: Path, key: dict[str, Any], reused: bool) -> FeatureBank:
 
 
 @torch.inference_mode()
-def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, desc: str) -> None:
-    from tqdm.auto import tqdm
-
+def _extract(module: nn.Module, loader: Any, out: np.ndarray, device: torch.device, bar: Any) -> None:
     from mmkit.augment import normalize
 
     norm = getattr(module, "norm", "imagenet")
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in loader:
         feats = module(normalize(batch["image"], norm, device=device)).float().cpu().numpy()
         idx, copy = batch["index"].numpy(), batch["copy"].numpy()
         if out.ndim == 3:
             out[idx, copy] = feats
         else:
             out[idx] = feats
+        bar.update()
 
 
+BANK_WAIT = timedelta(hours=24)  # how long the other ranks wait for rank 0's build under torchrun
+
+
+def _rank0_builds(build: Callable[..., FeatureBank]) -> Callable[..., FeatureBank]:
+    """Under torchrun (torch.distributed initialised, world > 1) only rank 0 runs ``build``; the other ranks
+    wait for it and open the bank it wrote. Without this every rank would encode the whole dataset again,
+    and race to rename the same folder.
+
+    The wait is a broadcast on a gloo group of its own with a long timeout (``BANK_WAIT``): a large bank
+    takes longer than NCCL's watchdog allows. A failure on rank 0 reaches the others as an error instead
+    of a hang. ``cache_dir`` must be on a file system every rank sees (one machine: any local folder).
+    """
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> FeatureBank:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return build(*args, **kwargs)
+        group = dist.new_group(backend="gloo", timeout=BANK_WAIT)
+        try:
+            message: list[Any] = [None]
+            if dist.get_rank() == 0:
+                try:
+                    bank = build(*args, **kwargs)
+                except BaseException as err:
+                    message = [f"{type(err).__name__}: {err}"]
+                    dist.broadcast_object_list(message, 0, group=group)
+                    raise
+                message = [(str(bank.path), bank.key, bank.reused)]
+                dist.broadcast_object_list(message, 0, group=group)
+                return bank
+            dist.broadcast_object_list(message, 0, group=group)  # waits while rank 0 builds
+        finally:
+            dist.destroy_process_group(group)
+        if isinstance(message[0], str):
+            raise RuntimeError(
+                f"rank 0 could not build the feature bank, so this rank has none: {message[0]}"
+            )
+        path, key, reused = message[0]
+        if not (Path(path) / "bank.json").exists():
+            raise FileNotFoundError(
+                f"rank 0 built the feature bank {path}, but rank {dist.get_rank()} cannot see it: put "
+                "bank_dir (cache_dir=) on a file system every rank can read"
+            )
+        return _open_bank(Path(path), key, reused)
+
+    return wrapper
+
+
+@_rank0_builds
 def build_feature_bank(
     dataset: Any,
     backbone: Union[str, nn.Module],
@@ -273,13 +458,16 @@ def build_feature_bank(
     image_size: int = 224,
     seed: int = 0,
     batch_size: int = 32,
-    cache_dir: Union[str, Path] = "runs/feature_bank",
+    cache_dir: Union[None, str, Path] = None,
     device: Optional[Union[str, torch.device]] = None,
     num_workers: int = 0,
 ) -> FeatureBank:
     """Compute (or reuse) the feature bank of ``dataset`` under a frozen ``backbone``.
 
-    ``batch_size`` counts images per forward pass (samples x views for the training split).
+    ``batch_size`` counts images per forward pass (samples x views for the training split). Under
+    torchrun rank 0 builds the bank and the other ranks wait and open it. ``cache_dir`` None:
+    ``$MMKIT_CACHE/feature_bank`` (``default_bank_dir``). A stage-1 ``checkpoint`` brings its own
+    architecture and normalisation (``load_stage1``).
 
     Example:
         >>> bank = build_feature_bank(ds, "timm:test_resnet", views=4, image_size=64)  # doctest: +SKIP
@@ -293,10 +481,17 @@ def build_feature_bank(
         name, weights = backbone, weights_id(pretrained, checkpoint, None)  # no need to build it to reuse
     else:
         module, name, weights = load_backbone(backbone, pretrained, checkpoint, seed, image_size)
-    key = bank_key(name, weights, preset, views, image_size, seed, dataset_fingerprint(dataset))
-    path = Path(cache_dir) / key_hash(key)
+    from mmkit.augment import preset_key  # a preset file is keyed by its content, not only its path
+
+    norm = stage1_norm(checkpoint)
+    key = bank_key(
+        name, weights, preset_key(preset), views, image_size, seed, dataset_fingerprint(dataset), norm
+    )
+    cache = Path(cache_dir) if cache_dir is not None else default_bank_dir()
+    path = cache / key_hash(key)
     if (path / "bank.json").exists():
         return _open_bank(path, key, reused=True)
+    clean_stale_tmp(cache)
 
     start = time.perf_counter()
     if module is None:  # named by its weights file above (already hashed): only build it
@@ -304,7 +499,7 @@ def build_feature_bank(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     was_training = module.training
     module.to(device).eval()  # frozen: BatchNorm uses its running statistics, dropout is off
-    tmp = path.with_name(path.name + f".tmp-{time.time_ns()}")
+    tmp = _tmp_name(path)
     tmp.mkdir(parents=True)
     try:
         ids = {s: [r.id for r in dataset.records(s)] for s in SPLITS if s in dataset.splits}
@@ -313,27 +508,37 @@ def build_feature_bank(
             tmp / "train_views.npy", "w+", np.float16, (n_train, views, _dim(module))
         )
         per_batch = max(1, batch_size // views)
-        loader = make_loader(
-            dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size,
-            seed=derive_seed(seed, "bank_views"), num_workers=num_workers, shuffle=False,
-        )  # fmt: skip
-        loader.set_epoch(0)
-        _extract(module, loader, train_views, device, f"bank: train x{views} views")
+        loaders = {
+            "train views": make_loader(
+                dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size,
+                seed=derive_seed(seed, "bank_views"), num_workers=num_workers, shuffle=False,
+            ),
+            # The eval view of every split, in order; for "train" too (statistics, projections), where
+            # augment and shuffle would otherwise default to on.
+            **{split: make_loader(
+                dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
+                num_workers=num_workers, augment=False, shuffle=False,
+            ) for split, split_ids in ids.items() if split_ids},
+        }  # fmt: skip
+        loaders["train views"].set_epoch(0)
+        # One bar for the whole build (train x K views, then each split's eval view).
+        bar = progress(
+            total=sum(len(v) for v in loaders.values()), desc=f"feature bank (K={views})", unit="batch"
+        )
+        bar.set_postfix_str("train views")
+        _extract(module, loaders["train views"], train_views, device, bar)
         train_views.flush()
         for split, split_ids in ids.items():
             plain = np.lib.format.open_memmap(
                 tmp / f"{split}.npy", "w+", np.float16, (len(split_ids), _dim(module))
             )
             if split_ids:
-                # The eval view, in order; for "train" too (statistics, projections), where augment and
-                # shuffle would otherwise default to on.
-                loader = make_loader(
-                    dataset, split, batch_size, preset=preset, image_size=image_size, seed=seed,
-                    num_workers=num_workers, augment=False, shuffle=False,
-                )  # fmt: skip
-                _extract(module, loader, plain, device, f"bank: {split}")
+                bar.set_postfix_str(split)
+                _extract(module, loaders[split], plain, device, bar)
             plain.flush()
             del plain
+        bar.set_postfix_str("")
+        bar.close()
         del train_views
         seconds = time.perf_counter() - start
         (tmp / "ids.json").write_text(json.dumps(ids))
@@ -454,11 +659,17 @@ __all__ = [
     "FeatureBank",
     "bank_key",
     "build_feature_bank",
+    "checkpoint_weights_sha256",
+    "clean_stale_tmp",
     "dataset_fingerprint",
+    "default_bank_dir",
     "file_sha256",
     "key_hash",
     "load_backbone",
     "load_backbone_weights",
+    "stage1_backbone",
+    "stage1_norm",
+    "state_sha256",
     "weights_sha256",
     "weights_id",
 ]

@@ -113,18 +113,36 @@ def _multilabel(y: np.ndarray, s: np.ndarray, classes: list[str], threshold: flo
     return out
 
 
-def headline_metric(task: str) -> str:
-    """The task's main number: accuracy (multiclass) or mAP (multilabel); the default selection metric."""
+def headline_metric(task: str, dataset: Any = None) -> str:
+    """The task's main number, and the default metric that selects the epoch (``select_on="auto"``):
+    accuracy (multiclass) or mAP (multilabel). A ``dataset`` can name its own in
+    ``meta["headline_metric"]``; FPUS23's head task (71% of the published test set is one class) reports
+    macro_f1, as its data card says.
+
+    Example:
+        >>> headline_metric("multiclass"), headline_metric("multilabel")
+        ('accuracy', 'mAP')
+    """
+    if dataset is not None:
+        meta = getattr(dataset, "meta", None) or {}
+        if meta.get("headline_metric"):
+            return str(meta["headline_metric"])
+        if getattr(dataset, "name", None) == "fpus23" and meta.get("task") == "head":
+            return "macro_f1"
     return "mAP" if task == "multilabel" else "accuracy"
 
 
-def selection_value(metrics: dict[str, Any], metric: str = "auto", task: str = "multiclass") -> float:
-    """The number that picks the best epoch from ``metrics``: ``metric`` or, for "auto", the task's
-    ``headline_metric`` (accuracy / mAP). NaN (an empty split) counts as -inf."""
-    key = metric if metric != "auto" else headline_metric(task)
+def selection_value(
+    metrics: dict[str, Any], metric: str = "auto", task: str = "multiclass", dataset: Any = None
+) -> float:
+    """The number that picks the best epoch from ``metrics``: ``metric`` (the ``select_on`` setting) or,
+    for "auto", the task's ``headline_metric``. NaN (an empty split) counts as -inf."""
+    key = metric if metric != "auto" else headline_metric(task, dataset)
     if key not in metrics:
         raise KeyError(
-            f"selection metric {key!r} is not among {sorted(k for k in metrics if k != 'classes')}"
+            f"select_on={key!r} is not a metric of this task; choose one of "
+            f"{sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and k != 'n')} "
+            "(notebook parameter select_on, TrainConfig(select_on=...))"
         )
     v = float(metrics[key])
     return -np.inf if np.isnan(v) else v

@@ -387,7 +387,28 @@ def _timm(
     norm = (cfg.get("mean", IMAGENET_NORM[0]), cfg.get("std", IMAGENET_NORM[1]))
     classifier = cfg.get("classifier", "head")  # a checkpoint's classifier: not part of the backbone
     heads = classifier if isinstance(classifier, (list, tuple)) else (classifier,)
-    return model, int(model.num_features), norm, tuple(f"{h}." for h in heads)
+    return model, _timm_width(model, image_size), norm, tuple(f"{h}." for h in heads)
+
+
+def _timm_width(model: nn.Module, image_size: Optional[int]) -> int:
+    """The width the classifier-less timm model really returns. ``num_features`` is the last feature map's
+    channels; a model with a pre-logits head (MobileNetV3, some ConvNeXts: a conv/MLP after pooling)
+    returns ``head_hidden_size`` instead (``mobilenetv3_small_050``: 288 vs 1024). timm releases without
+    that attribute are asked by a forward pass of one blank image, in eval mode (no statistics change)."""
+    hidden = getattr(model, "head_hidden_size", None)
+    if hidden:
+        return int(hidden)
+    size = image_size or int(
+        (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1]
+    )
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, size, size))
+    finally:
+        model.train(was)
+    return int(out.flatten(1).shape[1])
 
 
 def _register_open_clip_tiny() -> None:
@@ -534,24 +555,38 @@ _PREFIXES = (
 )
 
 
+def load_checkpoint(path: Union[str, Path]) -> Any:
+    """Open a torch checkpoint file the one way mmkit does: ``torch.load(weights_only=True)`` on the CPU, so
+    a file can hold tensors and plain data (dicts, lists, numbers, strings) but never run code on load.
+
+    A file that needs more (a pickled module or object) is refused with what to do instead.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle errors come in many types
+        raise ValueError(
+            f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err}). mmkit loads only "
+            "tensors and plain data (torch.load weights_only=True); re-save it as a state dict: "
+            "torch.save(model.state_dict(), path)"
+        ) from err
+
+
 def read_state_dict(path: Union[str, Path]) -> dict[str, torch.Tensor]:
     """A checkpoint file's state dict: a plain one, a safetensors file, or one held under "model",
-    "state_dict", "backbone" or "module" (a stage-1 checkpoint, most training scripts)."""
+    "state_dict", "backbone", "module" or "model_state" (a stage-1 checkpoint, most training scripts).
+    Read by ``load_checkpoint`` (no code runs on load)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle errors come in many types
-        raise ValueError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+    state = load_checkpoint(path)
     for _ in range(2):
         if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
             inner = next(
                 (
                     state[k]
-                    for k in ("model", "state_dict", "backbone", "module")
+                    for k in ("model", "state_dict", "backbone", "module", "model_state")
                     if isinstance(state.get(k), dict)
                 ),
                 None,
@@ -615,6 +650,7 @@ __all__ = [
     "apply_layer_policy",
     "create_backbone",
     "find_backbone",
+    "load_checkpoint",
     "load_weights",
     "make_blocks",
     "parse_train_blocks",

@@ -32,7 +32,6 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmkit.config import (
     AugmentConfig,
@@ -44,6 +43,7 @@ from mmkit.config import (
     TrainConfig,
 )
 from mmkit.metrics import headline_metric
+from mmkit.progress import progress
 from mmkit.seeding import numpy_generator
 
 # The seed's published test-set figures (paper-notes.md), on the paper's data: shown beside ours, never mixed.
@@ -175,6 +175,7 @@ class _Grid:
         settings["mmkit"] = _version()
         self.settings = settings
         self._per_seed: dict[int, dict[str, Any]] = {}
+        self.first_seed = comparison_seeds(repro, train.seed)[0]
 
     # --------------------------------------------------------------------------------------- bookkeeping
     def cells(self) -> list[str]:
@@ -253,8 +254,8 @@ class _Grid:
                 shared[key] = compute_text_features(
                     ds, t.text_encoder, features=t.text_features, folds=t.text_folds, seed=seed,
                     fold_of=self.fold_of(seed), **(t.text_options or {}),
-                )[0]  # fmt: skip
-        return shared[key]
+                )  # fmt: skip
+        return shared[key][0]
 
     def bank(self, seed: int, cell: str, checkpoint: Optional[Path], dataset: Any = None) -> Any:
         from mmkit.features import build_feature_bank
@@ -269,9 +270,11 @@ class _Grid:
             )  # fmt: skip
 
     def fuse(
-        self, seed, cell, method, group, ds, table, bank, head, copies, modalities="both"
+        self, seed, cell, method, group, ds, table, bank, head, copies, modalities="both", keep=None
     ) -> dict[str, Any]:
-        """Train one stage-2 head, keep its test predictions, return its row."""
+        """Train one stage-2 head, keep its test predictions, return its row. ``keep`` = (stage-1
+        checkpoint, train_blocks): also save the trained model to ``out_dir/model``."""
+        from mmkit.model import model_from_stage2, save_model
         from mmkit.stage2 import predict, train_stage2
 
         with self._timed(seed, cell, "stage 2 heads"):
@@ -282,6 +285,15 @@ class _Grid:
             )  # fmt: skip
             scores, y, _ = predict(result.model, result.loaders["test"])
         self._save_predictions(seed, method, scores, y, ds.ids("test"))
+        if keep is not None:
+            save_model(
+                model_from_stage2(
+                    result, self._shared(seed)["text"][1], augment=replace(self.augment, seed=seed, copies=copies),
+                    fusion=self.fusion, model=replace(self.model, train_blocks=keep[1]), text_kind=table.kind,
+                    bank=bank, checkpoint=keep[0],
+                ),
+                self.out / "model",
+            )  # fmt: skip
         return _row(method, group, seed, result.metrics, self.task)
 
     def _save_predictions(self, seed: int, method: str, scores: np.ndarray, y: np.ndarray, ids: list) -> None:
@@ -348,11 +360,10 @@ class _Grid:
         head0 = self.fusion.head
         for head in [head0] + [h for h in HEADS if h != head0] if main else [head0]:
             group = "proposed" if head == head0 else "fusion heads"
-            rows.append(
-                self.fuse(
-                    seed, cell, f"proposed ({tag}) + {head}", group, self.ds, feats, tuned, head, copies
-                )
-            )
+            # the first seed's proposed model is the run's artefact: out_dir/model (mmkit.model)
+            keep = (s1.checkpoint, blocks) if main and head == head0 and seed == self.first_seed else None
+            method = f"proposed ({tag}) + {head}"
+            rows.append(self.fuse(seed, cell, method, group, self.ds, feats, tuned, head, copies, keep=keep))
         if main and self.no_view is not None:
             nv = self.text_features(seed, cell, no_view=True)
             method = f"proposed ({tag}) + {head0} · no view field"
@@ -455,7 +466,7 @@ def run_comparison(
         out_dir=out_dir, device=device, resume=resume,
     )  # fmt: skip
     rows, timings, reused = [], [], []
-    bar = tqdm(total=len(seeds) * len(grid.cells()), desc="05 grid")
+    bar = progress(total=len(seeds) * len(grid.cells()), desc="05 grid", unit="cell")
     for seed in seeds:
         for cell in grid.cells():
             cell_rows, cell_timings, was_reused = grid.run_cell(seed, cell)

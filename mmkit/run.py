@@ -1,10 +1,12 @@
 """Papermill runner and the ``mmkit`` command line.
 
-``mmkit run NOTEBOOK [-p NAME VALUE]... [--smoke] [--out DIR]`` executes a notebook headlessly (kernel
-``python3``, working directory the repo root) into ``DIR`` and leaves there the executed notebook and the
-``metrics.json`` the notebook wrote. Parameters are checked against the notebook's ``parameters`` cell
-before anything runs: an unknown name or a value of the wrong type is an error that lists the valid
-parameters. ``--smoke`` applies the notebook's small CI parameters from ``notebooks/smoke.yaml``.
+``mmkit run NOTEBOOK [-p NAME VALUE]... [--smoke] [--out DIR]`` executes a notebook (``3``, ``03``, a stem or
+a path) headlessly (kernel ``python3``, working directory the repo root) into ``DIR`` and leaves there the
+executed notebook and the ``metrics.json`` the notebook wrote. Parameters are checked against the notebook's
+``parameters`` cell before anything runs: an unknown name (with "did you mean ..." for a typo) or a value of
+the wrong type is an error that lists the valid parameters. A notebook that fails prints the failing cell's
+error and the path of the executed notebook first, then the end of that cell's traceback, and exits 1.
+``--smoke`` applies the notebook's small CI parameters from ``notebooks/smoke.yaml``.
 
 ``mmkit demo --out runs/demo`` generates the synthetic data and runs notebooks 01 -> 05 in order, handing the
 stage-1 checkpoint on to the notebooks that take one, then prints the comparison table.
@@ -20,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 import time
 from pathlib import Path
@@ -92,7 +96,8 @@ def check_parameters(notebook: str | Path, parameters: dict[str, Any]) -> None:
     problems = []
     for name, value in parameters.items():
         if name not in declared:
-            problems.append(f"unknown parameter {name!r}")
+            near = difflib.get_close_matches(name, list(declared), n=1, cutoff=0.6)
+            problems.append(f"unknown parameter {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
         elif not _type_ok(value, declared[name]["inferred_type_name"]):
             problems.append(
                 f"{name}={value!r} is {type(value).__name__}, expected {declared[name]['inferred_type_name']}"
@@ -123,29 +128,57 @@ def execute_notebook(
     params["out_dir"] = str(out_dir)
     check_parameters(notebook, params)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(notebook),
-        str(out_dir / notebook.name),
-        parameters=params,
-        kernel_name=KERNEL,
-        cwd=str(ROOT),
-        progress_bar=False,
-    )
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(out_dir / notebook.name),
+            parameters=params,
+            kernel_name=KERNEL,
+            cwd=str(ROOT),
+            progress_bar=False,
+        )
+    except pm.PapermillExecutionError as err:
+        err.mmkit_output = str(out_dir / notebook.name)  # type: ignore[attr-defined]  # for failure_summary
+        raise
     return read_metrics(out_dir)
 
 
 def _resolve_notebook(name: str) -> Path:
+    """A notebook path from what a user types: a path, a stem, or its number (``3``, ``03``, ``03_unimodal``)."""
     path = Path(name)
     if path.exists():
         return path
     for candidate in (NOTEBOOKS / name, NOTEBOOKS / f"{name}.ipynb"):
         if candidate.exists():
             return candidate
-    matches = sorted(NOTEBOOKS.glob(f"{name}*.ipynb"))
+    prefix = f"{int(name):02d}_" if name.isdigit() else name
+    matches = sorted(NOTEBOOKS.glob(f"{prefix}*.ipynb"))
     if len(matches) == 1:
         return matches[0]
     available = ", ".join(p.stem for p in sorted(NOTEBOOKS.glob("*.ipynb")))
     raise SystemExit(f"mmkit run: no notebook {name!r}; available: {available}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def failure_summary(err: Exception, executed: Path) -> str:
+    """The failing cell's error first, then where the executed notebook is, then the cell's last frames.
+
+    Papermill raises ``PapermillExecutionError`` with the cell's traceback as a list of ANSI-coloured lines;
+    a user needs the error line and the notebook to open, not papermill's own frames.
+    """
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    cell = getattr(err, "exec_count", None)
+    lines = [
+        f"mmkit: {Path(executed).stem} failed in cell [{cell}]: {ename}: {evalue}",
+        f"executed notebook (with every output up to the error): {executed}",
+    ]
+    trace = [_ANSI.sub("", t) for t in getattr(err, "traceback", []) or []]
+    tail = "\n".join(trace).strip().splitlines()[-12:]
+    if tail:
+        lines += ["", "end of the cell's traceback:", *("  " + t for t in tail)]
+    return "\n".join(lines)
 
 
 def run_demo(out: str | Path, smoke: bool = False) -> dict[str, dict[str, Any]]:
@@ -181,6 +214,7 @@ def _add_gather_command(sub: Any) -> None:
         "runs", nargs="+", metavar="RUN_DIR", help="out folders of `mmkit run 05 -p seeds [S]`"
     )
     gather.add_argument("--out", required=True, help="folder for the merged comparison and metrics.json")
+    gather.set_defaults(func=_gather_command)
 
 
 def _gather_command(args: argparse.Namespace) -> int:
@@ -194,39 +228,102 @@ def _gather_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _add_predict_parser(sub: Any) -> None:
+    predict = sub.add_parser("predict", help="predict a manifest with a saved model (notebook 04's model/)")
+    predict.add_argument(
+        "model", help="the model folder save_model wrote (e.g. runs/04_multimodal_fusion/model)"
+    )
+    predict.add_argument(
+        "--manifest", required=True, help="CSV (header id,image,text) or JSONL of the inputs"
+    )
+    predict.add_argument(
+        "--out", required=True, help="the predictions CSV: id, pred, one p_<class> per class"
+    )
+    predict.add_argument("--device", default="cpu")
+    predict.add_argument("--image-col", default="image")
+    predict.add_argument("--text-col", default="text")
+    predict.add_argument("--id-col", default="id")
+    predict.set_defaults(func=predict_command)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``mmkit predict MODEL --manifest FILE --out preds.csv``: ``mmkit.model.predict_manifest``."""
+    from mmkit.model import predict_manifest
+
+    try:
+        out = predict_manifest(
+            args.model, args.manifest, args.out, device=args.device,
+            image_col=args.image_col, text_col=args.text_col, id_col=args.id_col,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        print(f"mmkit predict: {err}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    notebook = _resolve_notebook(args.notebook)
+    out = Path(args.out or ROOT / "runs" / notebook.stem)
+    params = {name: parse_value(value) for name, value in args.parameter}
+    metrics = execute_notebook(notebook, out, params, smoke=args.smoke)
+    print(f"{out / notebook.name}\n{out / 'metrics.json'}: {len(metrics)} entries")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    run_demo(args.out, smoke=args.smoke)
+
+
+def _cmd_params(args: argparse.Namespace) -> None:
+    for name, p in notebook_parameters(_resolve_notebook(args.notebook)).items():
+        print(f"{name}: {p['inferred_type_name']} = {p['default']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mmkit`` parser. A subcommand is one ``sub.add_parser(...)`` with ``set_defaults(func=...)``."""
     parser = argparse.ArgumentParser(prog="mmkit", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute one notebook with papermill")
-    run.add_argument("notebook", help="a path, or a name under notebooks/ (e.g. 03 or 03_unimodal_finetune)")
+    run.add_argument("notebook", help="a path, or a notebook under notebooks/: 3, 03 or 03_unimodal_finetune")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     run.add_argument("--smoke", action="store_true", help="apply the notebook's CI parameters (smoke.yaml)")
     run.add_argument("--out", default=None, help="output folder (default runs/<notebook stem>)")
+    run.set_defaults(func=_cmd_run)
     demo = sub.add_parser("demo", help="synthetic data, then notebooks 01 -> 05, then the comparison table")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--smoke", action="store_true")
-    sub.add_parser("params", help="list a notebook's parameters").add_argument("notebook")
+    demo.set_defaults(func=_cmd_demo)
+    params = sub.add_parser("params", help="list a notebook's parameters")
+    params.add_argument("notebook")
+    params.set_defaults(func=_cmd_params)
+    _add_predict_parser(sub)
     _add_gather_command(sub)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            notebook = _resolve_notebook(args.notebook)
-            out = Path(args.out or ROOT / "runs" / notebook.stem)
-            params = {name: parse_value(value) for name, value in args.parameter}
-            metrics = execute_notebook(notebook, out, params, smoke=args.smoke)
-            print(f"{out / notebook.name}\n{out / 'metrics.json'}: {len(metrics)} entries")
-        elif args.command == "demo":
-            run_demo(args.out, smoke=args.smoke)
-        elif args.command == "gather":
-            return _gather_command(args)
-        elif args.command == "params":
-            for name, p in notebook_parameters(_resolve_notebook(args.notebook)).items():
-                print(f"{name}: {p['inferred_type_name']} = {p['default']}")
+        code = args.func(args)  # None, or an exit status (mmkit predict)
     except ParameterError as err:
         print(f"mmkit: {err}", file=sys.stderr)
         return 2
-    return 0
+    except Exception as err:
+        if type(err).__name__ != "PapermillExecutionError":
+            raise
+        print(failure_summary(err, _executed_path(err, args)), file=sys.stderr)
+        return 1
+    return code or 0
+
+
+def _executed_path(err: Exception, args: argparse.Namespace) -> Path:
+    """The executed notebook of a failed run (papermill wrote it before raising)."""
+    path = getattr(err, "mmkit_output", None)
+    if path:
+        return Path(path)
+    notebook = _resolve_notebook(args.notebook) if getattr(args, "notebook", None) else None
+    out = Path(getattr(args, "out", None) or ROOT / "runs" / (notebook.stem if notebook else ""))
+    return out / notebook.name if notebook else out
 
 
 if __name__ == "__main__":

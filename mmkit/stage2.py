@@ -207,6 +207,9 @@ def train_stage2(
     from mmkit.train import batch_forward, default_device, fit
 
     fusion, train, augment = fusion or FusionConfig(), train or TrainConfig(), augment or AugmentConfig()
+    from mmkit.train import resolve_select_on
+
+    train = resolve_select_on(train, dataset)  # select_on="auto": the dataset's headline metric
     if (bank is None) == (backbone is None):
         raise ValueError("pass either bank= (feature bank path) or backbone= (live path)")
     device = default_device(device if device is not None else train.device)  # as stage 1 does
@@ -298,7 +301,12 @@ def _live_image_stats(backbone: nn.Module, dataset: Any, augment: AugmentConfig,
         augment=False, shuffle=False, num_workers=augment.num_workers,
     )  # fmt: skip
     norm = getattr(backbone, "norm", "imagenet")
-    feats = torch.cat([backbone(normalize(b["image"], norm, device=device)).float().cpu() for b in loader])
+    from mmkit.progress import progress
+
+    batches = progress(
+        loader, desc="live path: feature statistics", unit="batch", leave=False, total=len(loader)
+    )
+    feats = torch.cat([backbone(normalize(b["image"], norm, device=device)).float().cpu() for b in batches])
     backbone.train(was)
     return feature_stats(feats)
 

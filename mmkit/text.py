@@ -166,7 +166,7 @@ class BowMLPEncoder(TextEncoder):
         return out
 
     def fit(self, texts: Sequence[str], labels: Any) -> BowMLPEncoder:
-        from tqdm.auto import trange
+        from mmkit.progress import progress
 
         texts = _as_texts(texts)
         y = torch.as_tensor(self._targets(labels, len(texts)))
@@ -183,7 +183,7 @@ class BowMLPEncoder(TextEncoder):
         loss_fn = nn.BCEWithLogitsLoss() if self.multilabel_ else nn.CrossEntropyLoss()
         gen = torch.Generator().manual_seed(self.seed)
         self.model.train()
-        for _ in trange(self.epochs, desc="bow-mlp", disable=not self.progress, leave=False):
+        for _ in progress(range(self.epochs), desc="bow-mlp", disable=not self.progress, leave=False):
             order = torch.randperm(len(texts), generator=gen)
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
@@ -391,7 +391,11 @@ def out_of_fold_logits(
             raise ValueError(f"{len(texts)} texts but {len(X)} rows of embeddings")
     elif embeddings is not None:
         raise ValueError(f"{probe_owner.name} is not a frozen embedder: embeddings= does not apply to it")
-    for train_idx, held_idx in splits:
+    from mmkit.progress import progress
+
+    for train_idx, held_idx in progress(
+        splits, desc=f"out-of-fold {probe_owner.name}", unit="fold", leave=False
+    ):
         enc = make()
         if X is not None:
             enc.fit_embeddings(X[train_idx], y[train_idx])
@@ -525,12 +529,19 @@ def compute_text_features(
     )
     # A frozen embedder embeds the training texts once: its probe, the out-of-fold probes and the train
     # split's embedding features all use these rows.
+    from mmkit.progress import progress
+
+    # One bar for the text step (the out-of-fold folds are its second line): it can take a while.
+    bar = progress(total=1 + len(splits), desc=f"text {encoder}", unit="step")
+    bar.set_postfix_str("fit on train")
     train_embeddings = full.embed(_as_texts(texts)) if isinstance(full, EmbeddingEncoder) else None
     if train_embeddings is not None:
         full.fit_embeddings(train_embeddings, labels)
     else:
         full.fit(texts, labels)
+    bar.update()
     for split in splits:
+        bar.set_postfix_str(f"{split} (out-of-fold)" if split == "train" and kind == "logits" else split)
         recs = dataset.records(split)
         if split == "train" and kind == "logits":
             if fold_of is None:
@@ -554,6 +565,9 @@ def compute_text_features(
         else:
             dim = table.dim if table.values else len(dataset.classes)
             table.add(split, [], np.zeros((0, dim), np.float32))
+        bar.update()
+    bar.set_postfix_str("")
+    bar.close()
     return table, full
 
 

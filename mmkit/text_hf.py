@@ -253,8 +253,10 @@ class HFTextEncoder(TextEncoder):
         empty = mask.sum(1) == 0
         if empty.any():
             if ids.shape[1] == 0:
-                ids = torch.full((len(texts), 1), tokenizer.pad_token_id, dtype=ids.dtype)
-                mask = torch.zeros((len(texts), 1), dtype=mask.dtype)
+                # token ids are integers; the dtypes are not taken from the tokenizer's output, which
+                # transformers 4.45 (the floor) gives as a float [N, 0] tensor for a batch of empty texts
+                ids = torch.full((len(texts), 1), tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(texts), 1), dtype=torch.long)
             candidates = ("bos_token_id", "eos_token_id", "cls_token_id", "unk_token_id", "pad_token_id")
             filler = next(t for t in (getattr(tokenizer, c) for c in candidates) if t is not None)
             empty = mask.sum(1) == 0
@@ -267,11 +269,11 @@ class HFTextEncoder(TextEncoder):
 
     def _batches(self, texts: list[str], desc: str):
         """(positions, tokenized batch) over ``texts`` sorted by length (less padding), with a progress bar."""
-        from tqdm.auto import tqdm
+        from mmkit.progress import progress
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         starts = range(0, len(texts), self.batch_size)
-        for s in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+        for s in progress(starts, desc=desc, disable=not self.progress, leave=False):
             idx = order[s : s + self.batch_size]
             yield idx, self._tokenize([texts[i] for i in idx])
 
@@ -360,7 +362,7 @@ class HFClassifier(HFTextEncoder):
         ]
 
     def fit(self, texts: Sequence[str], labels: Any) -> HFClassifier:
-        from tqdm.auto import tqdm
+        from mmkit.progress import progress
 
         texts = _as_texts(texts)
         y = torch.as_tensor(self._targets(labels, len(texts)))
@@ -385,7 +387,7 @@ class HFClassifier(HFTextEncoder):
             loss_fn = nn.BCEWithLogitsLoss() if self.multilabel_ else nn.CrossEntropyLoss()
             gen = torch.Generator().manual_seed(self.seed)
             self.model.train()
-            bar = tqdm(total=total, desc=f"{self.name} fine-tune", disable=not self.progress, leave=False)
+            bar = progress(total=total, desc=f"{self.name} fine-tune", disable=not self.progress, leave=False)
             for _ in range(self.epochs):
                 order = torch.randperm(len(texts), generator=gen).tolist()
                 for s in range(0, len(texts), self.batch_size):

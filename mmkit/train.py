@@ -13,7 +13,7 @@ that yields batch dicts and has ``set_epoch(epoch)`` and ``len()``:
   channels-last memory format.
 - Loss: cross-entropy (``task="multiclass"``) or BCE-with-logits (``"multilabel"``), or ``loss_fn``.
 - Each epoch the validation split is scored with ``mmkit.metrics.compute_metrics`` and the best epoch by
-  ``cfg.select_metric`` (accuracy / mAP by default) is kept: never the test split, which ``fit`` never sees.
+  ``cfg.select_on`` (the task's headline metric by default) is kept: never the test split, which ``fit`` never sees.
 - Checkpoints (``out_dir``): ``last.pt`` after every epoch (model, optimiser, scheduler, scaler, epoch,
   history, best so far) and ``best.pt`` (the selected weights plus ``meta``), each written to a temporary
   file and renamed, so a kill never leaves half a file. ``resume=True`` continues from ``last.pt``.
@@ -57,13 +57,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.metrics import compute_metrics, selection_value
+from mmkit.progress import progress
 from mmkit.seeding import derive_seed
 
 Forward = Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
+LOG_EVERY = 25  # optimiser steps between progress-bar loss updates (each one reads the loss off the GPU)
 
 
 # ----------------------------------------------------------------------------------------- distributed
@@ -77,10 +78,13 @@ def init_distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(gpu)
+        # device_id binds this rank's GPU to the group: barriers and object collectives then use it
+        dist.init_process_group(backend="nccl", device_id=gpu)
+    else:
+        dist.init_process_group(backend="gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -88,6 +92,52 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def collective_device(device: Union[str, torch.device], backend: Optional[str] = None) -> torch.device:
+    """Where a tensor handed to a torch.distributed collective must live: NCCL takes CUDA tensors only (this
+    rank's GPU, whatever the tensor's origin), gloo takes them on the training device ``device``.
+
+    ``backend`` defaults to the initialised process group's (the training device outside DDP). Every
+    collective in ``fit`` goes through ``all_reduce`` / ``broadcast_`` below, which place tensors here, so the
+    gloo tests run the same placement code as a GPU run.
+
+    Example:
+        >>> collective_device("cpu", backend="gloo"), collective_device("cuda:1", backend="nccl")
+        (device(type='cpu'), device(type='cuda', index=1))
+    """
+    device = torch.device(device)
+    if backend is None and dist.is_available() and dist.is_initialized():
+        backend = str(dist.get_backend())
+    if backend == "nccl":
+        if device.type == "cuda" and device.index is not None:
+            return device
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def all_reduce(tensor: torch.Tensor, device: torch.device, op: Any = None) -> torch.Tensor:
+    """``dist.all_reduce`` (sum by default) of ``tensor`` placed on ``collective_device(device)``; returns
+    the reduced tensor there (``tensor`` itself when it already lived there)."""
+    t = tensor.to(collective_device(device))
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op is None else op)
+    return t
+
+
+def broadcast_(tensor: torch.Tensor, device: torch.device, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` in place with rank ``src``'s, through ``collective_device(device)``."""
+    t = tensor.to(collective_device(device))
+    dist.broadcast(t, src)
+    if t is not tensor:
+        tensor.copy_(t)
+    return tensor
+
+
+def _barrier(device: torch.device) -> None:
+    if str(dist.get_backend()) == "nccl":
+        dist.barrier(device_ids=[collective_device(device).index])
+    else:
+        dist.barrier()
 
 
 def default_device(device: Union[None, str, torch.device] = None) -> torch.device:
@@ -169,31 +219,45 @@ def predict(
     device: torch.device,
     amp: tuple[bool, torch.dtype] = (False, torch.float32),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(scores [N, C] float32, targets, indices) over ``loader`` in eval mode, gathered across DDP ranks
-    and put in dataset order when batches carry "index"."""
+    """(scores [N, C] float32, targets, indices) over ``loader`` in eval mode, gathered across DDP ranks.
+
+    Under DDP every rank calls this (it is a collective) and gets the whole split. A loader that says it
+    is not sharded (``world_size == 1``: each rank holds every row) is not gathered. Gathered batches that
+    carry "index" are put in dataset order with each (index, copy) kept once, so rows a sampler padded onto
+    a short shard, or a loader that gives every rank the whole split, are not counted twice.
+    """
     was = model.training
     model.eval()
-    scores, targets, index = [], [], []
-    for batch in loader:
+    scores, targets, index, copies = [], [], [], []
+    # Scoring a large split takes a while: a transient line (inside fit, a second line of its bar).
+    for batch in progress(loader, desc="scoring", unit="batch", leave=False, total=len(loader),
+                          disable=_rank_world()[0] != 0):  # fmt: skip
         with torch.autocast(device.type, dtype=amp[1], enabled=amp[0]):
             logits, y = forward(model, batch, device)
         scores.append(logits.float().cpu())
         targets.append(y.cpu())
         if "index" in batch:
             index.append(torch.as_tensor(batch["index"]).cpu())
+            copies.append(
+                torch.as_tensor(batch["copy"]).cpu() if "copy" in batch else torch.zeros_like(index[-1])
+            )
     model.train(was)
     s = torch.cat(scores).numpy() if scores else np.zeros((0, 0), np.float32)
     y = torch.cat(targets).numpy() if targets else np.zeros(0, np.int64)
     i = torch.cat(index).numpy() if index else np.arange(len(s))
+    c = torch.cat(copies).numpy() if copies else np.zeros(len(s), np.int64)
     _, world = _rank_world()
-    if world > 1:
+    if world > 1 and getattr(loader, "world_size", world) > 1:
         parts: list[Any] = [None] * world
-        dist.all_gather_object(parts, (s, y, i, bool(index)))
+        dist.all_gather_object(parts, (s, y, i, c, bool(index)))
+        indexed = all(p[4] for p in parts if len(p[0]))
         parts = [p for p in parts if len(p[0])]
-        s, y, i = (np.concatenate([p[k] for p in parts]) for k in range(3)) if parts else (s, y, i)
-        if all(p[3] for p in parts):
-            order = np.argsort(i, kind="stable")
-            s, y, i = s[order], y[order], i[order]
+        if parts:
+            s, y, i, c = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        if indexed and len(s):
+            # one row per (index, copy), in dataset order: np.unique sorts and keeps first occurrences
+            _, keep = np.unique(i.astype(np.int64) * (int(c.max()) + 1) + c, return_index=True)
+            s, y, i = s[keep], y[keep], i[keep]
     return s, y, i
 
 
@@ -212,11 +276,18 @@ class FitResult:
 
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
-    """``torch.save`` to a temporary sibling, then rename: readers see the old file or the new, never half."""
+    """``torch.save`` to a temporary sibling, then rename: readers see the old file or the new, never half.
+
+    The data go through an open file, not the temporary name: ``torch.save`` names the archive inside the
+    file after the path it is given, so saving to ``.best.pt.<pid>.tmp`` gave the same weights different
+    bytes on every run. Through a file object the archive is always ``archive/``: the same object saves
+    to the same bytes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
     os.replace(tmp, path)
     return path
 
@@ -313,19 +384,29 @@ def fit(
         if best_path.exists():
             best_state = torch.load(best_path, map_location=device, weights_only=True)["model"]
 
-    has_val = val_loader is not None and len(val_loader) > 0
-    bar = tqdm(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, disable=rank != 0)
+    # Decided once for all ranks: a val split smaller than the world leaves some ranks an empty shard, and
+    # every rank must still join predict's gather (a rank that skipped it would hang the others).
+    n_val = torch.tensor([len(val_loader) if val_loader is not None else 0], dtype=torch.int64)
+    if world > 1:
+        n_val = all_reduce(n_val.to(device), device, dist.ReduceOp.MAX).cpu()
+    has_val = int(n_val[0]) > 0
+    val_batches = val_loader if val_loader is not None else []
+    # the running loss stays on the device (no GPU sync per step); float64 where the device has it
+    acc_dtype = torch.float32 if device.type == "mps" else torch.float64
+    # One bar per fit; each epoch's steps are a second line of it that goes when the epoch ends.
+    bar = progress(range(start, cfg.epochs), desc=desc, initial=start, total=cfg.epochs, unit="epoch",
+                   disable=rank != 0)  # fmt: skip
     for epoch in bar:
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
         net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of per-sample losses, samples)
+        loss_sum = torch.zeros(2, dtype=acc_dtype, device=device)  # (sum of per-sample losses, samples)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))
-            # one iterator, made here: tqdm.auto calls iter() on an iterable it is given, and a second iter()
+            # one iterator, made here: tqdm calls iter() on an iterable it is given, and a second iter()
             # would move a BatchLoader on to the next epoch's draws
             batches = iter(train_loader)
-            steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
+            steps = progress(batches, desc=f"epoch {epoch}", leave=False, disable=rank != 0, total=n_batches)
             for i, batch in enumerate(steps):
                 group_start = i - i % cfg.grad_accum
                 group = min(cfg.grad_accum, n_batches - group_start)  # the last group may be shorter
@@ -336,30 +417,34 @@ def fit(
                         logits, y = forward(net, batch, device)
                     loss = loss_fn(logits.float(), y.float() if task == "multilabel" else y)
                     scaler.scale(loss / group).backward()
-                loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
+                loss_sum[0] += loss.detach().to(acc_dtype) * len(y)
+                loss_sum[1] += len(y)
                 if sync:
                     scaler.step(opt)
                     scaler.update()
                     opt.zero_grad(set_to_none=True)
                     sched.step()
-                    steps.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+                    if rank == 0 and (i // cfg.grad_accum) % LOG_EVERY == 0:  # one GPU sync per interval
+                        mean = float(loss_sum[0] / loss_sum[1].clamp(min=1))
+                        steps.set_postfix(loss=f"{mean:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if world > 1:
-            dist.all_reduce(loss_sum)
+            loss_sum = all_reduce(loss_sum, device)
             for b in inner.buffers():  # BatchNorm statistics: rank 0's, so all ranks hold the same model
-                dist.broadcast(b, 0)
+                broadcast_(b, device, 0)
+        loss_total, loss_n = loss_sum.tolist()  # the epoch's one read of the running loss
         row: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": float(loss_sum[0] / max(1.0, float(loss_sum[1]))),
+            "train_loss": loss_total / max(1.0, loss_n),
             "lr": float(sched.get_last_lr()[0]),
             "seconds": time.perf_counter() - t0,
         }
         if has_val:
-            scores, y_val, _ = predict(inner, val_loader, forward, device, amp)
+            scores, y_val, _ = predict(inner, val_batches, forward, device, amp)
             metrics = compute_metrics(
                 y_val, scores, task, classes or [str(c) for c in range(scores.shape[1])]
             )
             row.update(_scalars(metrics, "val_"))
-            score = selection_value(metrics, cfg.select_metric, task)
+            score = selection_value(metrics, cfg.select_on, task)
         else:
             metrics, score = {}, float(epoch)  # no validation split: the last epoch wins (never test)
         row["val_score"] = score
@@ -389,7 +474,7 @@ def fit(
                 last_path,
             )
         if world > 1:
-            dist.barrier()  # no rank runs ahead of the checkpoint
+            _barrier(device)  # no rank runs ahead of the checkpoint
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{score:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(row)
@@ -483,6 +568,7 @@ def train_stage1(
         train or TrainConfig(),
         augment or AugmentConfig(),
     )
+    train_cfg = resolve_select_on(train_cfg, dataset)
     init_distributed()
     rank, _ = _rank_world()
     out = Path(out_dir if out_dir is not None else train_cfg.out_dir)
@@ -492,16 +578,7 @@ def train_stage1(
     loaders = stage1_loaders(dataset, augment_cfg, train_cfg.seed)
     forward = image_forward(net.backbone.norm, train_cfg.channels_last)
     classes = list(dataset.classes)
-    meta = {
-        "kind": "stage1",
-        "backbone": model_cfg.backbone,
-        "pretrained": model_cfg.pretrained,
-        "train_blocks": model_cfg.train_blocks,
-        "image_size": augment_cfg.image_size,
-        "norm": [list(net.backbone.norm[0]), list(net.backbone.norm[1])],
-        "classes": classes,
-        "task": dataset.task,
-    }
+    meta = stage1_meta(net.backbone, model_cfg, augment_cfg, dataset)
     result = fit(
         net,
         loaders["train"],
@@ -525,25 +602,186 @@ def train_stage1(
     return Stage1Result(result.model, metrics, result.history, result.best_epoch, result.checkpoint)
 
 
+def resolve_select_on(cfg: TrainConfig, dataset: Any) -> TrainConfig:
+    """``cfg`` with ``select_on="auto"`` made the dataset's headline metric (``metrics.headline_metric``:
+    macro_f1 on FPUS23's imbalanced head task, accuracy / mAP elsewhere), so the epoch is picked by the
+    number the task reports."""
+    import dataclasses
+
+    from mmkit.metrics import headline_metric
+
+    if cfg.select_on != "auto" or dataset is None:
+        return cfg
+    return dataclasses.replace(cfg, select_on=headline_metric(dataset.task, dataset))
+
+
+STAGE1_FORMAT = 2  # 2: the checkpoint describes itself (hub tag / weights file, norm, preset, version)
+
+
+def stage1_meta(backbone: Any, model: ModelConfig, augment: AugmentConfig, dataset: Any) -> dict[str, Any]:
+    """What a stage-1 checkpoint records about itself, so stage 2 can rebuild its preprocessing exactly.
+
+    ``pretrained`` is split into ``hub_tag`` or ``weights_file``: the tag decides the mean/std a hub model
+    expects (``vit_small_patch16_224.dino`` uses ImageNet's, its default tag 0.5), and a rebuild without
+    the tag would take the default tag's. ``norm`` is the (mean, std) stage 1 normalised with.
+    """
+    from mmkit import __version__
+
+    pretrained = model.pretrained
+    is_file = pretrained is not None and Path(str(pretrained)).is_file()
+    return {
+        "kind": "stage1",
+        "format": STAGE1_FORMAT,
+        "mmkit_version": __version__,
+        "backbone": model.backbone,
+        "pretrained": pretrained,
+        "hub_tag": None if is_file or pretrained is None else str(pretrained),
+        "weights_file": str(Path(str(pretrained)).resolve()) if is_file else None,
+        "norm": [list(backbone.norm[0]), list(backbone.norm[1])],
+        "image_size": augment.image_size,
+        "preset": augment.preset,
+        "copies": augment.copies,
+        "train_blocks": model.train_blocks,
+        "classes": list(dataset.classes),
+        "task": dataset.task,
+        "dataset": getattr(dataset, "name", None),
+    }
+
+
+def read_stage1_meta(path: Union[str, Path]) -> dict[str, Any]:
+    """The ``meta`` of a stage-1 checkpoint (``best.pt`` / ``last.pt`` of ``train_stage1``); a clear error
+    for a missing file or one that is not a stage-1 checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"stage-1 checkpoint {path} does not exist (notebook parameter checkpoint, "
+            "FusionConfig(checkpoint=...)); pass the best.pt that notebook 03 printed"
+        )
+    try:  # mmap: the meta without reading every tensor of a large checkpoint
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # an old (non-zip) torch file cannot be mapped
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = (state.get("meta") or {}) if isinstance(state, dict) else {}
+    if meta.get("kind") != "stage1":
+        raise ValueError(f"{path} is not a stage-1 checkpoint of mmkit.train (its meta: {sorted(meta)})")
+    return dict(meta)
+
+
 def load_stage1(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The classifier saved by ``train_stage1`` in ``best.pt`` / ``last.pt`` (backbone rebuilt from its meta).
+    """The classifier saved by ``train_stage1`` in ``best.pt`` / ``last.pt``, rebuilt from its meta: the
+    backbone architecture, its normalisation (``backbone.norm``: the checkpoint's, so a hub tag's mean/std
+    survive without the tag's weights being fetched), the input size and the layer policy. ``clf.classes``
+    and ``clf.meta`` hold the class list and the whole meta. The global torch RNG is left untouched.
 
     Example:
         >>> clf = load_stage1("runs/s1/best.pt")  # doctest: +SKIP
-        >>> clf.backbone.num_features, clf.classes  # doctest: +SKIP
+        >>> clf.backbone.num_features, clf.backbone.norm, clf.classes  # doctest: +SKIP
     """
-    from mmkit.models import ImageClassifier, create_backbone
+    from mmkit.models import ImageClassifier, apply_layer_policy, create_backbone
 
+    meta = read_stage1_meta(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = state.get("meta") or {}
-    if meta.get("kind") != "stage1":
-        raise ValueError(f"{path} is not a stage-1 checkpoint of mmkit.train (its meta: {sorted(meta)})")
-    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the caller's RNG alone
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: keep the caller's RNG
         backbone = create_backbone(meta["backbone"], pretrained=None, image_size=meta.get("image_size"))
         clf = ImageClassifier(backbone, len(meta["classes"]))
     clf.load_state_dict(state["model"])
+    if meta.get("norm"):
+        mean, std = meta["norm"]
+        backbone.norm = (tuple(float(m) for m in mean), tuple(float(v) for v in std))
+    backbone.pretrained = meta.get("pretrained")
+    if meta.get("train_blocks"):
+        apply_layer_policy(clf, meta["train_blocks"])
     clf.classes = list(meta["classes"])
+    clf.meta = meta
     return clf.to(device).eval()
+
+
+def check_classes(stored: list[str], dataset: Any, source: Union[str, Path]) -> None:
+    """A model trained on ``stored`` classes applied to ``dataset``: another class *count* is an error
+    (the head has the wrong number of outputs); the same count under other names is a warning (the order
+    may still match, e.g. renamed labels; the predictions are read in the stored order)."""
+    classes = [str(c) for c in dataset.classes]
+    stored = [str(c) for c in stored]
+    name = getattr(dataset, "name", "the dataset")
+    if len(stored) != len(classes):
+        raise ValueError(
+            f"{source} was trained on {len(stored)} classes ({stored[:5]}{'...' if len(stored) > 5 else ''}) "
+            f"but {name} has {len(classes)} ({classes[:5]}{'...' if len(classes) > 5 else ''}): it is a "
+            "model of another dataset. Pass a checkpoint trained on this dataset (notebook parameter "
+            "checkpoint, FusionConfig(checkpoint=...)), or none"
+        )
+    if stored != classes:
+        diff = [(a, b) for a, b in zip(stored, classes) if a != b]
+        warnings.warn(
+            f"{source} was trained on classes named differently from {name}'s "
+            f"(checkpoint vs dataset, e.g. {diff[:3]}); class i of the checkpoint is taken as class i here",
+            stacklevel=3,
+        )
+
+
+# the stage-1 settings stage 2 takes from a checkpoint: (config, field, what to tell the user)
+_RESTORED = (
+    ("model", "backbone", "backbone"),
+    ("model", "pretrained", "pretrained"),
+    ("augment", "image_size", "image_size"),
+    ("augment", "preset", "preset"),
+)
+
+
+def restore_stage1_settings(
+    checkpoint: Union[None, str, Path],
+    model: ModelConfig,
+    augment: AugmentConfig,
+    dataset: Any = None,
+    fallback: Optional[dict[str, Any]] = None,
+) -> tuple[ModelConfig, AugmentConfig]:
+    """``model`` and ``augment`` for stage 2 on top of ``checkpoint``: the settings a ``None`` field
+    leaves open (backbone, pretrained, image_size, preset) come from the checkpoint; an explicit value
+    that differs from the checkpoint's is an error naming both. Without a checkpoint, open fields take
+    ``fallback`` (by field name), else the config's dataclass default. With ``dataset``, the
+    checkpoint's classes are checked against it (``check_classes``). The normalisation is not a setting:
+    stage 2 always takes the checkpoint's (``load_stage1``).
+
+    Example:
+        >>> m, a = restore_stage1_settings(None, ModelConfig(backbone=None), AugmentConfig(image_size=None),
+        ...                                fallback={"backbone": "timm:test_resnet", "image_size": 64})
+        >>> m.backbone, a.image_size
+        ('timm:test_resnet', 64)
+    """
+    import dataclasses
+
+    configs = {"model": model, "augment": augment}
+    meta = read_stage1_meta(checkpoint) if checkpoint is not None else {}
+    if meta.get("mmkit_version"):
+        from mmkit import __version__
+
+        if str(meta["mmkit_version"]).split(".")[0] != __version__.split(".")[0]:
+            warnings.warn(
+                f"{checkpoint} was written by mmkit {meta['mmkit_version']}, this is {__version__}",
+                stacklevel=2,
+            )
+    defaults = {"model": ModelConfig(), "augment": AugmentConfig()}
+    changes: dict[str, dict[str, Any]] = {"model": {}, "augment": {}}
+    for which, name, param in _RESTORED:
+        given = getattr(configs[which], name)
+        if meta and name in meta:
+            stored = meta[name]
+            if given is not None and given != stored:
+                raise ValueError(
+                    f"{param}={given!r} was given, but the stage-1 checkpoint {checkpoint} was trained with "
+                    f"{param}={stored!r}. Leave {param} unset to take the checkpoint's (notebook parameter "
+                    f"{param}=None; in Python {type(configs[which]).__name__}({name}=None)), or pass a "
+                    f"checkpoint trained with {param}={given!r}"
+                )
+            changes[which][name] = stored
+        elif given is None and name != "pretrained":  # pretrained=None means random init: a value
+            changes[which][name] = (fallback or {}).get(name, getattr(defaults[which], name))
+    if meta and dataset is not None:
+        check_classes(meta["classes"], dataset, checkpoint)
+    return (
+        dataclasses.replace(model, **changes["model"]),
+        dataclasses.replace(augment, **changes["augment"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -590,18 +828,26 @@ __all__ = [
     "FitResult",
     "Stage1Result",
     "atomic_save",
+    "all_reduce",
     "batch_forward",
+    "broadcast_",
     "build_stage1",
+    "collective_device",
     "default_device",
     "fit",
     "image_forward",
     "init_distributed",
+    "check_classes",
     "load_stage1",
     "lr_lambda",
     "make_optimizer",
     "predict",
+    "read_stage1_meta",
+    "resolve_select_on",
+    "restore_stage1_settings",
     "set_deterministic",
     "stage1_loaders",
+    "stage1_meta",
     "train_stage1",
 ]
 

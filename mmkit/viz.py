@@ -53,7 +53,7 @@ def plot_class_balance(ds, ax=None):
     ax.set_xticks(x + width * (len(splits) - 1) / 2, ds.classes, rotation=30, ha="right")
     ax.set_ylabel("samples" if ds.task == "multiclass" else "samples with label")
     ax.set_title(f"{ds.name}: class balance")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never on one
     fig.tight_layout()
     return fig
 
@@ -176,11 +176,13 @@ def plot_views(
     col_labels: Optional[list[str]] = None,
     size: float = 1.8,
     title: Optional[str] = None,
+    cell_labels: Optional[list[list[tuple[str, str]]]] = None,
 ):
     """A grid of augmented views: rows are samples, columns their copies.
 
     ``views`` is a uint8 array ``[N, M, H, W, 3]`` (``mmkit.augment.preview``) or a loader batch's
     ``image`` tensor ``[N*M, 3, H, W]`` together with its ``copy`` column (pass ``views=(images, copy)``).
+    ``cell_labels[i][j]`` = (text, colour) written under view (i, j) (e.g. a model's prediction).
 
     Example:
         >>> fig = plot_views(preview(ds, "train", [0, 1], "food", copies=4))  # doctest: +SKIP
@@ -193,7 +195,11 @@ def plot_views(
         views = arr.reshape(-1, int(copy.max()) + 1, *arr.shape[1:])
     views = np.asarray(views)
     n, m = views.shape[:2]
-    fig, axes = plt.subplots(n, m, figsize=(size * m, size * n + (0.4 if title else 0)), squeeze=False)
+    # Labels are set in points, which the explorer renders at 1 px per point: 9-10 px text.
+    extra = 0.3 if cell_labels else 0.0
+    fig, axes = plt.subplots(
+        n, m, figsize=(size * m + 0.6, (size + extra) * n + (0.5 if title else 0)), squeeze=False
+    )
     for i in range(n):
         for j in range(m):
             ax = axes[i, j]
@@ -201,11 +207,14 @@ def plot_views(
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0 and col_labels:
-                ax.set_title(col_labels[j], fontsize=8)
+                ax.set_title(col_labels[j], fontsize=9)
             if j == 0 and row_labels:
-                ax.set_ylabel(row_labels[i], fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
+                ax.set_ylabel(row_labels[i], fontsize=10)
+            if cell_labels:
+                text, colour = cell_labels[i][j]
+                ax.set_xlabel(text, fontsize=8, color=colour)
+    if title:  # wrapped to the figure's width (about 0.55 em per character at 10 pt)
+        fig.suptitle(textwrap.fill(title, max(20, int(fig.get_figwidth() * 72 / 5.5))), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -221,10 +230,28 @@ def _sample_indices(ds, split: str, n_samples: int, seed: int, indices=None) -> 
 def _row_label(ds, split: str, i: int) -> str:
     r = ds.records(split)[i]
 
-    def cut(text: str, n: int = 20) -> str:  # ids are often one long word: textwrap.shorten would drop it
+    def cut(text: str, n: int = 18) -> str:  # ids are often one long word: textwrap.shorten would drop it
         return text if len(text) <= n else text[: n - 1] + "…"
 
     return f"{cut(Path(r.id).name)}\n[{cut(_label_text(r.label))}]"
+
+
+def _prediction_labels(model, grid: np.ndarray) -> list[list[tuple[str, str]]]:
+    """'class 87%' under every view; green where it matches the prediction on the clean (first) column."""
+    from mmkit.agreement import predict_views
+
+    idx, conf = predict_views(model, grid)
+    classes = list(getattr(model, "classes", None) or range(int(idx.max()) + 1))
+    return [
+        [
+            (
+                f"{str(classes[k])[:14]} {c:.0%}",
+                "black" if j == 0 else ("tab:green" if k == row[0] else "tab:red"),
+            )
+            for j, (k, c) in enumerate(zip(row, crow))
+        ]
+        for row, crow in zip(idx, conf)
+    ]
 
 
 def plot_copies(
@@ -237,10 +264,16 @@ def plot_copies(
     seed: int = 0,
     epoch: int = 0,
     indices=None,
+    model=None,
+    sample_seed: Optional[int] = None,
     **params: float,
 ):
     """The ``copies`` views that ``make_loader`` draws of ``n_samples`` samples (same seeds, same pixels),
-    with the evaluation view in the first column.
+    with the evaluation view in the first column. ``sample_seed`` (default ``seed``) picks the samples.
+
+    With ``model`` (a stage-1 classifier, ``mmkit.train.load_stage1``) every view is labelled with the
+    model's predicted class and probability: green where it matches its prediction on the clean view, red
+    where the augmentation changed it.
 
     Example:
         >>> fig = plot_copies(ds, preset="ultrasound", copies=6, rotate=20)  # doctest: +SKIP
@@ -248,14 +281,19 @@ def plot_copies(
     from mmkit.augment import build_preset, preview
 
     p = build_preset(preset, image_size, **params)
-    idx = _sample_indices(ds, split, n_samples, seed, indices)
+    idx = _sample_indices(ds, split, n_samples, seed if sample_seed is None else sample_seed, indices)
     views = preview(ds, split, idx, p, copies=copies, seed=seed, epoch=epoch)
     evals = preview(ds, split, idx, p, copies=1, seed=seed, train=False)
     grid = np.concatenate([evals, views], axis=1)
     cols = ["eval"] + [f"copy {c}" for c in range(copies)]
     strengths = ", ".join(f"{k}={v:g}" for k, v in p.params.items())
     title = f"preset {p.name!r} ({strengths}), seed {seed}, epoch {epoch}"
-    return plot_views(grid, [_row_label(ds, split, i) for i in idx], cols, title=title)
+    labels = _prediction_labels(model, grid) if model is not None else None
+    # At most ~13 inches wide (940 px at the explorer's 72 dpi): JupyterLab then shows the picture at its
+    # own size instead of scaling it, and its labels, down to the cell's width.
+    size = min(1.8, 12.5 / len(cols))
+    rows = [_row_label(ds, split, i) for i in idx]
+    return plot_views(grid, rows, cols, size=size, title=title, cell_labels=labels)
 
 
 def plot_presets(
@@ -285,13 +323,139 @@ def plot_presets(
     return plot_views(grid, [_row_label(ds, split, i) for i in idx], cols, title="presets side by side")
 
 
-_SLIDERS = {  # parameter name -> (min, max, step) for the explorer
-    "rotate": (0.0, 90.0, 1.0),
-    "hflip": (0.0, 1.0, 0.05),
-    "vflip": (0.0, 1.0, 0.05),
-    "blur": (0.0, 1.0, 0.05),
-    "scale_min": (0.05, 1.0, 0.05),
-}
+def plot_label_agreement(table, ax=None):
+    """Lines of label agreement (``mmkit.agreement.label_agreement``) against strength, one per preset.
+
+    Example:
+        >>> fig = plot_label_agreement(label_agreement(ds, clf))  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.2))
+    for name, rows in table.groupby("preset", sort=False):
+        ax.plot(rows["strength"], 100 * rows["agreement"], marker="o", label=name)
+    ax.set_xlabel("strength (1 = the preset's defaults)")
+    ax.set_ylabel("copies agreeing with clean view (%)")
+    ax.set_ylim(0, 102)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("does the prediction survive the augmentation?")
+    fig.tight_layout()
+    return fig
+
+
+class AugmentationExplorer:
+    """The explorer panel: ``controls`` (ipywidgets) and the picture, which is a plain PNG display output
+    redrawn in place. A saved notebook, nbconvert HTML or a viewer without a kernel therefore shows the
+    last picture drawn, whatever becomes of the widgets. Built by ``augmentation_explorer``."""
+
+    def __init__(self, ds, split, preset, copies, n_samples, image_size, seed, model, save_dir):
+        import ipywidgets as W
+
+        from mmkit.augment import PRESETS
+
+        self.ds, self.split, self.n_samples, self.image_size, self.model = (
+            ds, split, n_samples, image_size, model,
+        )  # fmt: skip
+        self.sample_seed = seed
+        self.png = b""
+        self._handle: Any = None
+        self.choose = W.Dropdown(options=sorted(PRESETS), value=preset, description="preset")
+        self.copies = W.IntSlider(value=copies, min=1, max=8, description="copies")
+        self.seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
+        self.epoch = W.IntText(value=0, description="epoch", layout=W.Layout(width="160px"))
+        self.reseed = W.Button(
+            description="reseed", tooltip="new random views of the same samples (seed + 1)"
+        )
+        self.resample = W.Button(description="new samples", tooltip="other samples, same views' seed")
+        self.path = W.Text(
+            value=str(Path(save_dir) / f"preset_{preset}.json"), description="file",
+            layout=W.Layout(width="420px"),
+        )  # fmt: skip
+        self.save = W.Button(description="save preset", tooltip="write this preset, with these strengths")
+        self.sliders = W.VBox()
+        self.message = W.HTML()
+        self.choose.observe(self._on_preset, names="value")
+        for w in (self.seed, self.epoch, self.copies):
+            w.observe(self.redraw, names="value")
+        self.reseed.on_click(self._on_reseed)
+        self.resample.on_click(self._on_resample)
+        self.save.on_click(self._on_save)
+        self._make_sliders(preset)
+        row1 = W.HBox([self.choose, self.copies, self.seed, self.epoch])
+        row2 = W.HBox([self.reseed, self.resample, self.path, self.save])
+        self.controls = W.VBox([row1, row2, self.sliders, self.message])
+        self.redraw()
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {s.description: s.value for s in self.sliders.children}
+
+    def _make_sliders(self, name: str) -> None:
+        import ipywidgets as W
+
+        from mmkit.augment import PARAM_RANGES, preset_params
+
+        items = []
+        for k, v in preset_params(name).items():
+            lo, hi, step, _ = PARAM_RANGES[k]
+            s = W.FloatSlider(
+                value=float(v), min=lo, max=hi, step=step, description=k, continuous_update=False
+            )
+            s.observe(self.redraw, names="value")
+            items.append(s)
+        self.sliders.children = items
+
+    def redraw(self, *_: Any) -> None:
+        import matplotlib.pyplot as plt
+
+        try:
+            fig = plot_copies(
+                self.ds, self.split, self.choose.value, self.copies.value, self.n_samples, self.image_size,
+                self.seed.value, self.epoch.value, model=self.model, sample_seed=self.sample_seed,
+                **self.params,
+            )  # fmt: skip
+        except ValueError as err:  # a strength albumentations rejects: say so, keep the panel alive
+            self.message.value = f"<b>cannot draw:</b> {html.escape(str(err))}"
+            return
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=72)  # 1 px per point: 8-9 pt labels stay 8-9 px tall
+        plt.close(fig)
+        self.png, self.message.value = buf.getvalue(), ""
+        if self._handle is not None:
+            from IPython.display import Image
+
+            self._handle.update(Image(data=self.png, format="png"))
+
+    def _on_preset(self, change: dict) -> None:
+        self._make_sliders(change["new"])
+        self.path.value = str(Path(self.path.value).with_name(f"preset_{change['new']}.json"))
+        self.redraw()
+
+    def _on_reseed(self, _: Any) -> None:
+        self.seed.value += 1  # redraws through its observer
+
+    def _on_resample(self, _: Any) -> None:
+        self.sample_seed += 1
+        self.redraw()
+
+    def _on_save(self, _: Any) -> None:
+        from mmkit.augment import save_preset
+
+        try:
+            path = save_preset(self.choose.value, self.path.value, self.image_size, **self.params)
+        except (OSError, ValueError) as err:
+            self.message.value = f"<b>cannot save:</b> {html.escape(str(err))}"
+            return
+        self.message.value = (
+            f"saved <code>{html.escape(str(path))}</code>: pass <code>preset={html.escape(repr(str(path)))}"
+            "</code> to notebooks 03-05"
+        )
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Image, display
+
+        display(self.controls)
+        self._handle = display(Image(data=self.png, format="png"), display_id=True)
 
 
 def augmentation_explorer(
@@ -302,69 +466,19 @@ def augmentation_explorer(
     n_samples: int = 4,
     image_size: int = 224,
     seed: int = 0,
-):
-    """An ipywidgets panel over ``plot_copies``: pick a preset, move its strength sliders, reseed.
+    model=None,
+    save_dir: str = ".",
+) -> AugmentationExplorer:
+    """An ipywidgets panel over ``plot_copies``: pick a preset, move its strength sliders (each over its
+    whole valid range, ``mmkit.augment.PARAM_RANGES``), "reseed" (new views of the same samples), "new
+    samples", and "save preset" (``mmkit.augment.save_preset`` to the file named beside it, for the
+    ``preset`` parameter of notebooks 03-05). With ``model`` (``load_stage1``) every copy is labelled with
+    the model's prediction.
 
-    Returns the widget (display it, or let it be a cell's last value); nothing blocks, so a headless
-    papermill run just records its first rendering.
+    Display it (or let it be a cell's last value): the controls, then the picture as a PNG output that
+    redraws in place. Nothing blocks, so a headless papermill run just records its first rendering.
 
     Example:
-        >>> augmentation_explorer(ds, preset="food")  # doctest: +SKIP
+        >>> augmentation_explorer(ds, preset="food", save_dir="runs/02_augmentations")  # doctest: +SKIP
     """
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-
-    from mmkit.augment import PRESETS, preset_params
-
-    choose = W.Dropdown(options=sorted(PRESETS), value=preset, description="preset")
-    seed_box = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
-    epoch_box = W.IntText(value=0, description="epoch", layout=W.Layout(width="160px"))
-    copies_box = W.IntSlider(value=copies, min=1, max=8, description="copies")
-    reseed = W.Button(description="reseed", tooltip="draw new random views (seed + 1)")
-    sliders = W.VBox()
-    # The grid goes in as a PNG: an Image widget renders the same in JupyterLab, VS Code and a saved
-    # notebook, and (unlike an Output widget) it holds its content outside a running kernel too.
-    picture = W.Image(format="png")
-    message = W.HTML()
-
-    def make_sliders(name: str) -> None:
-        items = []
-        for k, v in preset_params(name).items():
-            lo, hi, step = _SLIDERS.get(k, (0.0, max(1.0, 3 * float(v)), 0.01))
-            s = W.FloatSlider(
-                value=float(v), min=lo, max=hi, step=step, description=k, continuous_update=False
-            )
-            s.observe(redraw, names="value")
-            items.append(s)
-        sliders.children = items
-
-    def redraw(*_: Any) -> None:
-        params = {s.description: s.value for s in sliders.children}
-        try:
-            fig = plot_copies(
-                ds, split, choose.value, copies_box.value, n_samples, image_size, seed_box.value,
-                epoch_box.value, **params,
-            )  # fmt: skip
-        except ValueError as err:  # e.g. a strength albumentations rejects: say so, keep the panel alive
-            message.value = f"<b>cannot draw:</b> {html.escape(str(err))}"
-            return
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        picture.value, message.value = buf.getvalue(), ""
-
-    def on_preset(change: dict) -> None:
-        make_sliders(change["new"])
-        redraw()
-
-    def on_reseed(_: Any) -> None:
-        seed_box.value += 1  # triggers redraw through its observer
-
-    choose.observe(on_preset, names="value")
-    for w in (seed_box, epoch_box, copies_box):
-        w.observe(redraw, names="value")
-    reseed.on_click(on_reseed)
-    make_sliders(preset)
-    redraw()
-    controls = W.HBox([choose, copies_box, seed_box, epoch_box, reseed])
-    return W.VBox([controls, sliders, message, picture])
+    return AugmentationExplorer(ds, split, preset, copies, n_samples, image_size, seed, model, save_dir)

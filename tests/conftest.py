@@ -24,3 +24,11 @@ def shared_dir() -> Path:
     if not SHARED.exists():
         pytest.skip(f"{SHARED} (the shared sample data) is not beside this checkout")
     return SHARED
+
+
+def pytest_collection_modifyitems(config, items):
+    """Executing a whole notebook is slow: such tests get the `slow` marker, so `-m "not slow"` (the
+    lowest-versions CI job, quick local runs) leaves them out. Multi-process tests mark themselves."""
+    for item in items:
+        if item.path.name.startswith("test_notebook0") or "notebook0" in item.name:
+            item.add_marker(pytest.mark.slow)

@@ -293,3 +293,22 @@ def test_batch_plan_of_an_empty_split_under_ddp():
     for rank in (0, 1):
         plan = _BatchPlan(0, 4, True, False, rank, 2, 0, True)
         assert len(plan) == 0 and plan.batches(0) == []
+
+
+def test_ddp_cut_is_logged_once_with_the_numbers(caplog):
+    from mmkit.augment import _BatchPlan
+
+    # 11 samples, 2 ranks, batch_size 1: shards of 6 and 5 cannot step in lockstep, so 1 sample is cut
+    with caplog.at_level("WARNING", logger="mmkit.augment"):
+        plans = [_BatchPlan(11, 1, True, False, rank, 2, 0, True) for rank in (0, 1)]
+    assert [p.cut for p in plans] == [1, 1] and len(plans[0]) == len(plans[1]) == 5
+    seen = set(plans[0].indices(0)) | set(plans[1].indices(0))
+    assert len(seen) == 11 - 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "mmkit.augment"]
+    assert len(logged) == 1 and "1 of the 11 training samples are left out" in logged[0]  # rank 0 only
+    assert "batch_size=1" in logged[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mmkit.augment"):
+        even = _BatchPlan(11, 2, True, False, 0, 2, 0, True)  # shards cut into equal step counts: no cut
+        _BatchPlan(11, 4, False, False, 0, 2, 0, False)  # evaluation is never cut
+    assert even.cut == 0 and not caplog.records

@@ -80,3 +80,16 @@ def test_fpus23_card_figures_match_the_real_sample(shared_dir):
     assert config["num_streams"] == len(files)
     assert config["num_boxes"] == sum(t.count("<box ") for t in texts)
     assert _splits(config) == {"all": sum(t.count("<image ") for t in texts)}
+
+
+def test_fpus23_card_unboxed_counts_match_the_real_sample(shared_dir):
+    meta, body = _card("fpus23")
+    config = meta["dataset_info"][0]
+    files = sorted((shared_dir / "data" / "fpus23_annotations_sample").glob("annotation/*/annotations.xml"))
+    frames = {f.parent.name: f.read_text(encoding="utf-8").count("<image ") for f in files}
+    unboxed = {
+        f.parent.name: frames[f.parent.name] for f in files if "<box " not in f.read_text(encoding="utf-8")
+    }
+    assert config["unboxed_streams"] == unboxed
+    keep, drop = sum(frames.values()), sum(frames.values()) - sum(unboxed.values())
+    assert f"| {keep:,} frames |" in body and f"| {drop:,} frames |" in body

@@ -165,10 +165,12 @@ def test_named_backbone_with_checkpoint_reuses_without_building(ds, tmp_path, mo
     import mmkit.features
 
     hashed = []
-    real_sha = mmkit.features.file_sha256
-    monkeypatch.setattr(mmkit.features, "file_sha256", lambda path: hashed.append(path) or real_sha(path))
+    real_sha = mmkit.features.checkpoint_weights_sha256
+    monkeypatch.setattr(
+        mmkit.features, "checkpoint_weights_sha256", lambda path: hashed.append(path) or real_sha(path)
+    )
     first = _build(ds, tmp_path / "bank", "timm:test_resnet", checkpoint=ckpt)
-    assert hashed == [ckpt]  # the checkpoint is read once to name the bank, not again to build it
+    assert hashed == [ckpt]  # the checkpoint is hashed once to name the bank, not again to build it
     assert not first.reused and first.key["weights"].startswith("checkpoint:")
     assert first.key["backbone"] == "timm:test_resnet" and first.dim == 96
 
@@ -203,3 +205,78 @@ def test_backbone_module_is_a_fresh_copy_and_hashes_nothing(monkeypatch):
     assert a is not b and all(
         torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())
     )
+
+
+def test_bank_rebuilds_when_an_image_is_overwritten(tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    root = make_synthetic_food101(
+        tmp_path / "food", n_classes=3, train_per_class=4, test_per_class=2, image_size=32
+    )
+    ds = read_upmc_food101(root)
+    net = TinyNet()
+    first = _build(ds, tmp_path / "bank", net)
+    assert _build(ds, tmp_path / "bank", net).reused
+    target = ds.records("test")[0].image_path
+    before = np.asarray(first.plain["test"][0], np.float32).copy()
+    shutil.copy(target, tmp_path / "keep.jpg")
+    Image.new("RGB", (32, 32), (250, 10, 10)).save(target)  # same path and id, other bytes
+    again = _build(ds, tmp_path / "bank", net)
+    assert not again.reused and again.path != first.path
+    assert not np.allclose(np.asarray(again.plain["test"][0], np.float32), before)
+    assert again.key["mmkit"] and again.key["albumentations"]  # versions are part of the key
+
+
+def test_checkpoint_bank_keyed_on_weights_not_file_bytes(ds, tmp_path):
+    from mmkit.features import checkpoint_weights_sha256
+    from mmkit.train import atomic_save
+
+    state = {f"backbone.{k}": v for k, v in TinyNet(seed=2).state_dict().items()}
+    a, b = tmp_path / "a" / "best.pt", tmp_path / "b.pt"
+    atomic_save({"model": state, "epoch": 1}, a)
+    torch.save({"model": state, "epoch": 4, "history": [1.0]}, b)  # other bytes, same weights
+    assert a.read_bytes() != b.read_bytes()
+    assert checkpoint_weights_sha256(a) == checkpoint_weights_sha256(b)
+    first = _build(ds, tmp_path / "bank", TinyNet(), checkpoint=a)
+    assert _build(ds, tmp_path / "bank", TinyNet(), checkpoint=b).path == first.path
+    # atomic_save writes the same object to the same bytes (the archive is not named after the tmp file)
+    atomic_save({"model": state, "epoch": 1}, tmp_path / "c" / "best.pt")
+    assert (tmp_path / "c" / "best.pt").read_bytes() == a.read_bytes()
+
+
+def test_stale_tmp_folders_of_killed_builds_are_cleaned(ds, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import mmkit.features as features
+
+    cache = tmp_path / "bank"
+    cache.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead_pid = int(gone.stdout)  # a process that has exited
+    dead = cache / f"abc.tmp-{features._HOST}-{dead_pid}-1"
+    live = cache / f"abc.tmp-{features._HOST}-{os.getpid()}-2"
+    other_host = cache / f"abc.tmp-elsewhere-{dead_pid}-3"
+    old = cache / "abc.tmp-123"
+    for d in (dead, live, other_host, old):
+        d.mkdir()
+        (d / "train_views.npy").write_bytes(b"half")
+    os.utime(old, (0, 0))
+    bank = _build(ds, cache, TinyNet())
+    assert not dead.exists() and not old.exists()  # killed builds' leftovers
+    assert live.exists() and other_host.exists()  # a live build, another host's: not ours to remove
+    assert sorted(p.name for p in cache.iterdir()) == sorted([bank.path.name, live.name, other_host.name])
+
+
+def test_default_bank_dir_under_out_dir_or_mmkit_cache(monkeypatch, tmp_path):
+    from mmkit.features import default_bank_dir
+
+    monkeypatch.delenv("MMKIT_CACHE", raising=False)
+    assert default_bank_dir(tmp_path / "run") == tmp_path / "run" / "feature_bank"
+    with pytest.raises(ValueError, match="MMKIT_CACHE"):
+        default_bank_dir(None)
+    monkeypatch.setenv("MMKIT_CACHE", str(tmp_path / "cache"))
+    assert default_bank_dir(tmp_path / "run") == tmp_path / "cache" / "feature_bank"

@@ -1,6 +1,7 @@
 """UPMC Food-101 reader: the real 200-row sample, title cleaning, joins by name, and every kind of bad input."""
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -231,3 +232,56 @@ def test_non_utf8_bytes_in_a_file_with_a_byte_order_mark(tmp_path):
         (None, "apple_pie_train1.jpg"),
     ]
     assert ds.records("train")[0].meta["file"] == data[0].split(b",")[0].decode()
+
+
+def test_one_file_name_in_two_class_folders_is_reported(tmp_path):
+    root = _toy(tmp_path)
+    # The same file name under a second class folder: the row names one image, the other copy has none.
+    _jpeg(root / "images" / "train" / "pho" / "apple_pie_train1.jpg", colour=(1, 2, 3))
+    with pytest.raises(
+        DataError,
+        match=r"pho/apple_pie_train1.jpg: the same file name is in class folder 'apple_pie', which row 2 of "
+        r"train_titles.csv uses; this copy has no row",
+    ):
+        read_upmc_food101(root)
+    ds = read_upmc_food101(root, on_error="skip", val_fraction=0.25)
+    assert [Path(s.file).parent.name for s in ds.skipped] == ["pho"]
+    rec = next(r for s in ("train", "val") for r in ds.records(s) if r.meta["file"] == "apple_pie_train1.jpg")
+    assert rec.image_path.parent.name == "apple_pie" and rec.label == "apple_pie"
+
+
+def test_single_sample_class_stays_in_train(tmp_path):
+    root = _toy(tmp_path, n=6)
+    _write(root, "train", [["solo_1.jpg", "solo title", "solo"]] + [
+        [f"{c}_train{i}.jpg", f"{c} title {i}", c] for c in ("apple_pie", "pho") for i in range(6)
+    ])  # fmt: skip
+    for seed in range(6):
+        ds = read_upmc_food101(root, val_fraction=0.3, seed=seed)
+        assert "solo" in {r.label for r in ds.records("train")} and "solo" in ds.classes, seed
+        assert len(ds.records("train")) + len(ds.records("val")) == 13
+
+
+@pytest.mark.parametrize(
+    "raw,clean",
+    [
+        ("Vegan Recipes |']", "Vegan Recipes |"),  # the sample's row 80: a wrapper cut short
+        ("['Apple Pie Bars']", "Apple Pie Bars"),
+        ("[VIDEO] Apple Pie", "[VIDEO] Apple Pie"),  # a real bracket stays
+        ("Mom\u00e2\u20ac\u2122s Apple Pie", "Mom\u2019s Apple Pie"),  # mojibake: UTF-8 read as cp1252
+        ("Caf\u00c3\u00a9 Pho", "Caf\u00e9 Pho"),
+        ("Recipes from F&W; magazine", "Recipes from F&W magazine"),  # no such entity
+        ("Tom &amp; Jerry&#8217;s &raquo; Sushi", "Tom & Jerry\u2019s \u00bb Sushi"),
+        ("Ph\\xe1\\xbb\\x9f Bo", "Ph\u1edf Bo"),
+    ],
+)
+def test_clean_title_real_patterns(raw, clean):
+    assert clean_title(raw) == clean
+
+
+def test_no_sample_title_keeps_a_scraping_artefact(sample_root):
+    _, rows = sample_root
+    for _, title, _ in rows:
+        t = clean_title(title)
+        assert not t.endswith(("']", '"]', "]]")) and not t.startswith(("['", '["', "[["))
+        assert "\u00e2\u20ac" not in t and "\\x" not in t
+        assert not re.search(r"&[A-Za-z][A-Za-z0-9]*;|&#\d+;", t), t

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmkit.data import DataError, make_synthetic_fpus23, read_fpus23
+from mmkit.data import DataError, DataWarning, make_synthetic_fpus23, read_fpus23
 from mmkit.data.fpus23 import describe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -111,16 +111,68 @@ def test_splits_are_grouped_by_stream(real):
     assert not (groups["val"] & groups["test"])
 
 
-def test_stream_without_boxes_is_reported(real):
+def test_unboxed_streams_are_kept_by_default_as_the_paper_does(real):
     root, counts = real
-    with pytest.raises(
-        DataError, match=r"stream_huvb_longrec_v.*annotations.xml: stream with no boxes.*on_error='skip'"
+    n_all = sum(c["frames"] for c in counts.values())
+    n_long = counts["stream_huvb_longrec_v"]["frames"]
+    assert counts["stream_huvb_longrec_v"]["boxes"] == 0
+    with pytest.warns(
+        DataWarning, match=rf"1 streams have no box.*'keep' uses {n_all} frames, 'drop' {n_all - n_long}"
     ):
-        read_fpus23(root)
-    ds = read_fpus23(root, on_error="skip")
+        ds = read_fpus23(root)  # the default: the paper's protocol
+    assert sum(map(len, ds.splits.values())) == n_all and ds.skipped == []
+    long = [r for s in ds.splits.values() for r in s if r.group == "stream_huvb_longrec_v"]
+    assert len(long) == n_long and {r.label for r in long} == {"no_head"}
+    meta = ds.meta["unboxed_streams"]
+    assert meta == {
+        "choice": "keep",
+        "streams": {"stream_huvb_longrec_v": n_long},
+        "frames": n_long,
+        "frames_if_keep": n_all,
+        "frames_if_drop": n_all - n_long,
+    }
+    assert any("no box in any frame" in w for w in ds.meta["warnings"])
+
+    dropped = read_fpus23(root, unboxed_streams="drop")
+    assert sum(map(len, dropped.splits.values())) == n_all - n_long and dropped.skipped == []
+    assert dropped.meta["unboxed_streams"]["choice"] == "drop"
+
+    with pytest.raises(
+        DataError,
+        match=r"stream_huvb_longrec_v.*annotations.xml: stream with no boxes.*notebook parameter "
+        r"unboxed_streams = 'keep' \(Python: unboxed_streams='keep'",
+    ):
+        read_fpus23(root, unboxed_streams="raise")
+    ds = read_fpus23(root, unboxed_streams="raise", on_error="skip")
     assert [Path(s.file).parent.name for s in ds.skipped] == ["stream_huvb_longrec_v"]
-    n = sum(len(v) for v in ds.splits.values())
-    assert n == sum(c["frames"] for s, c in counts.items() if s != "stream_huvb_longrec_v")
+    assert sum(map(len, ds.splits.values())) == n_all - n_long
+    with pytest.raises(ValueError, match="unboxed_streams must be one of"):
+        read_fpus23(root, unboxed_streams="report")
+
+
+def test_box_labels_differing_by_case_or_plural_are_mapped(tmp_path):
+    root = make_synthetic_fpus23(tmp_path / "s", n_streams=4, frames_per_stream=4, width=48, height=28)
+    before = read_fpus23(root, task="organs")
+    xmls = sorted((root / "boxes" / "annotation").glob("*/annotations.xml"))
+    text = xmls[0].read_text()
+    assert '<box label="head"' in text or '<box label="arm"' in text
+    text = text.replace('<box label="head"', '<box label="Head"').replace(
+        '<box label="arm"', '<box label="arms"'
+    )
+    xmls[0].write_text(text)
+    xmls[1].write_text(xmls[1].read_text().replace('<box label="legs"', '<box label="placenta"', 1))
+    with pytest.warns(DataWarning, match=r"1 boxes carry labels that name none of.*'placenta': 1"):
+        ds = read_fpus23(root, task="organs")
+    label = {r.id: r.label for s in ds.splits.values() for r in s}
+    label_before = {r.id: r.label for s in before.splits.values() for r in s}
+    changed = {k for k in label if label[k] != label_before[k]}
+    assert (
+        all(k.startswith(xmls[1].parent.name) for k in changed) and len(changed) <= 1
+    )  # only the placenta box
+    assert ds.meta["unknown_box_labels"] == {"placenta": 1}
+    assert set(ds.meta["mapped_box_labels"]) <= {"Head", "arms"} and ds.meta["mapped_box_labels"]
+    boxes = [b for s in ds.splits.values() for r in s for b in r.meta["boxes"] if "raw_label" in b]
+    assert {(b["raw_label"], b["label"]) for b in boxes} <= {("Head", "head"), ("arms", "arm")}
 
 
 def test_describe():

@@ -173,9 +173,16 @@ def test_multilabel_fpus23_organs_end_to_end(tmp_path):
     fusion = FusionConfig(head="gated", bank_views=2, bank_dir=str(tmp_path / "bank"), compare_heads=False)
     exp = run_fusion_experiment(ds, backbone=RandomConvNet(), fusion=fusion, **stage2)
     test = exp.results["gated"].metrics["test"]
-    prevalence = ds.targets("test").mean()
+    y = ds.targets("test")
     assert set(test["per_label_f1"]) == set(ds.classes)
-    assert test["mAP"] > prevalence + 0.05  # random scores give about the prevalence
+    # chance: the mAP of random scores on these very targets (about the prevalence), averaged over draws
+    from mmkit.metrics import compute_metrics
+
+    rng = np.random.default_rng(0)
+    chance = np.mean(
+        [compute_metrics(y, rng.random(y.shape), "multilabel", ds.classes)["mAP"] for _ in range(20)]
+    )
+    assert test["mAP"] > chance + 0.02, (test["mAP"], chance)
     assert exp.text.out_of_fold and exp.text.values["train"].shape == (len(ds.records("train")), 4)
     assert {r["input"] for r in exp.missing_rows()} == {"both", "no_text", "no_image"}
 
@@ -226,11 +233,12 @@ def test_stage2_from_a_stage1_checkpoint(tmp_path):
         "train": TrainConfig(epochs=2, lr=1e-2),
         "text": TextConfig(text_folds=3),
     }
-    stage2["model"] = ModelConfig(
-        backbone="timm:resnet18"
-    )  # the checkpoint's own backbone wins, with a warning
-    with pytest.warns(UserWarning, match="stage-1 checkpoint of timm:test_resnet"):
-        exp = run_fusion_experiment(ds, fusion=fusion, **stage2)
+    # another backbone named explicitly contradicts the checkpoint: an error naming both
+    stage2["model"] = ModelConfig(backbone="timm:resnet18")
+    with pytest.raises(ValueError, match="backbone='timm:resnet18' was given.*backbone='timm:test_resnet'"):
+        run_fusion_experiment(ds, fusion=fusion, **stage2)
+    stage2["model"] = ModelConfig(backbone=None)  # None: the checkpoint's
+    exp = run_fusion_experiment(ds, fusion=fusion, **stage2)
     assert exp.bank.key["backbone"] == "timm:test_resnet" and exp.bank.key["weights"].startswith(
         "checkpoint:"
     )

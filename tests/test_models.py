@@ -191,3 +191,53 @@ def test_hub_tag_path_fails_offline_with_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the real hub path, without a network
     with pytest.raises(RuntimeError, match="pass the local file"):
         create_backbone("timm:test_resnet", pretrained="r160_in1k")
+
+
+@pytest.mark.parametrize("hidden", [True, False], ids=["head_hidden_size", "measured"])
+def test_pre_logits_head_reports_the_width_it_returns(hidden, monkeypatch):
+    # mobilenetv3 pools 288 channels, then a 1x1 conv head makes 1024: the classifier must take 1024
+    if not hidden:  # a timm release without head_hidden_size: the width comes from a forward pass
+        import timm
+
+        real = timm.create_model
+
+        def without_attribute(*args, **kwargs):
+            model = real(*args, **kwargs)
+            model.__dict__.pop("head_hidden_size", None)
+            assert not hasattr(model, "head_hidden_size")
+            return model
+
+        monkeypatch.setattr(timm, "create_model", without_attribute)
+    bb = _make("timm:mobilenetv3_small_050", image_size=32)
+    assert bb.model.training  # measuring the width left the model in train mode, its statistics untouched
+    clf = ImageClassifier(bb, 3).eval()
+    with torch.no_grad():
+        feats, logits = bb(torch.zeros(2, 3, 32, 32)), clf(torch.zeros(2, 3, 32, 32))
+    assert bb.num_features == feats.shape[1] == 1024 and logits.shape == (2, 3)
+
+
+class _Payload:  # a pickled object: loading it would run code of the file's choosing
+    def __reduce__(self):
+        return (print, ("code ran while loading a checkpoint",))
+
+
+def test_checkpoints_open_through_one_safe_loader(tmp_path, capsys):
+    from mmkit.features import load_backbone_weights
+
+    src = _make("timm:test_resnet", seed=1)
+    good = tmp_path / "best.pt"
+    torch.save(
+        {"model": {f"backbone.model.{k}": v for k, v in src.model.state_dict().items()}, "epoch": 1}, good
+    )
+    dst = _make("timm:test_resnet", seed=2)
+    load_backbone_weights(dst, good)  # the stage-1 layout: unwrapped and the prefix stripped
+    assert all(torch.equal(dst.model.state_dict()[k], v) for k, v in src.model.state_dict().items())
+    bad = tmp_path / "pickled.pt"
+    torch.save({"model": src.model.state_dict(), "extra": _Payload()}, bad)
+    for load in (
+        lambda p: load_backbone_weights(dst, p),
+        lambda p: create_backbone("timm:test_resnet", str(p)),
+    ):
+        with pytest.raises(ValueError, match="weights_only=True"):
+            load(bad)
+    assert "code ran" not in capsys.readouterr().out

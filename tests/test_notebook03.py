@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from notebook_checks import check_reads_well
 
 from mmkit.config import AugmentConfig, DataConfig
 from mmkit.data import load_dataset
@@ -15,6 +16,7 @@ def test_notebook03_smoke(repo_root, tmp_path):
     data_root = str(tmp_path / "food")
     out = tmp_path / "out"
     m = execute_notebook(notebook, out, {"data_root": data_root}, smoke=True)
+    check_reads_well(out / "03_unimodal_finetune.ipynb")  # <= 20 outputs a cell, no dead widget
     smoke = smoke_parameters(notebook)
     assert smoke["backbone"].startswith("timm:test_")  # the smoke run stays tiny
 

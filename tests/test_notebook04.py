@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from notebook_checks import check_reads_well
+
 from mmkit.heads import HEADS
 from mmkit.run import NOTEBOOKS, execute_notebook
 
@@ -13,6 +15,9 @@ NOTEBOOK = NOTEBOOKS / "04_multimodal_fusion.ipynb"
 def test_notebook04_smoke(tmp_path):
     out = tmp_path / "nb04"
     metrics = execute_notebook(NOTEBOOK, out, {"bank_dir": str(tmp_path / "bank")}, smoke=True)
+    check_reads_well(
+        out / "04_multimodal_fusion.ipynb"
+    )  # the results table is not behind "Show more outputs"
     assert metrics["task"] == "multiclass" and metrics["head"] == "concat-linear"
     assert set(metrics["heads"]) == set(HEADS)
     assert set(metrics["baselines"]) == {"image-only", "text-only"}
@@ -35,3 +40,22 @@ def test_notebook04_smoke(tmp_path):
     for figure in metrics["figures"]:
         assert (out / figure).stat().st_size > 1000, figure
     assert (out / "04_multimodal_fusion.ipynb").exists() and (out / "config.json").exists()
+    # the saved model reloads and reproduces the notebook's test predictions exactly (CPU)
+    import numpy as np
+    import pandas as pd
+
+    from mmkit.config import DataConfig
+    from mmkit.data import load_dataset
+    from mmkit.model import load_model
+
+    assert metrics["model_dir"] == str(out / "model") and metrics["predictions"] == "predictions_test.csv"
+    preds = pd.read_csv(out / "predictions_test.csv")
+    ds = load_dataset(DataConfig())  # the notebook's default dataset
+    recs = ds.records("test")
+    assert preds["id"].astype(str).tolist() == [r.id for r in recs]
+    assert preds["label"].tolist() == [r.label for r in recs]
+    model = load_model(out / "model")
+    cols = [f"p_{c}" for c in ds.classes]
+    probs = model.predict([r.image_path for r in recs], [r.text for r in recs])
+    assert np.array_equal(probs, preds[cols].to_numpy(np.float32))
+    assert (preds["pred"] == [ds.classes[i] for i in probs.argmax(1)]).all()

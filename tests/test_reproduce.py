@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 import pytest
+from notebook_checks import check_reads_well
 
 from mmkit.config import ReproduceConfig
 from mmkit.reproduce import PAPER_FIGURES, markdown_table, stage1_variants, summarize
@@ -48,6 +49,7 @@ def test_paper_figures_are_the_published_ones():
 def test_notebook05_smoke(tmp_path):
     notebook = NOTEBOOKS / "05_reproduce.ipynb"
     metrics = execute_notebook(notebook, tmp_path, smoke=True)
+    check_reads_well(tmp_path / "05_reproduce.ipynb")  # one grid bar, no dead widget
     smoke = smoke_parameters(notebook)
     n_seeds, m = smoke["n_seeds"], smoke["copies"]
     assert metrics["n_seeds"] == n_seeds and metrics["metric"] == "test_accuracy"
@@ -93,6 +95,20 @@ def test_notebook05_smoke(tmp_path):
     runs = pd.read_csv(tmp_path / "runs.csv")
     assert len(runs) == len(expected) * n_seeds
     assert (tmp_path / "comparison.png").exists() and (tmp_path / "comparison.csv").exists()
+    # the first seed's proposed model is saved, and reloaded it scores what the grid recorded for it
+    from mmkit.config import DataConfig
+    from mmkit.data import load_dataset
+    from mmkit.model import load_model
+
+    model = load_model(tmp_path / "model")
+    ds = load_dataset(DataConfig())  # the notebook's default dataset
+    recs = ds.records("test")
+    probs = model.predict([r.image_path for r in recs], [r.text for r in recs])
+    accuracy = float((probs.argmax(1) == ds.targets("test")).mean())
+    first = runs[
+        (runs["method"] == f"proposed (M={m}, all) + concat-linear") & (runs["seed"] == runs["seed"].min())
+    ]
+    assert accuracy == pytest.approx(float(first["test_accuracy"].iloc[0]), abs=1e-9)
 
 
 def test_text_options_reach_the_encoder(monkeypatch):

@@ -118,3 +118,48 @@ def test_cli_runs_notebook_and_writes_metrics(tiny_notebook, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "metrics.json").read_text())["seed"] == 5
     assert (out / "tiny.ipynb").exists()
+
+
+def test_a_number_finds_its_notebook():
+    assert run._resolve_notebook("3").name == "03_unimodal_finetune.ipynb"
+    assert run._resolve_notebook("03").name == "03_unimodal_finetune.ipynb"
+    assert run._resolve_notebook("01_explore").name == "01_explore_dataset.ipynb"
+    with pytest.raises(SystemExit, match="no notebook '9'; available: 01_explore_dataset"):
+        run._resolve_notebook("9")
+
+
+def test_a_typo_gets_did_you_mean(tiny_notebook):
+    with pytest.raises(ParameterError, match=r"unknown parameter 'seeed' \(did you mean 'seed'\?\)"):
+        check_parameters(tiny_notebook, {"seeed": 1})
+    with pytest.raises(ParameterError) as err:
+        check_parameters(tiny_notebook, {"zzz": 1})
+    assert "did you mean" not in str(err.value)
+
+
+def test_a_failed_notebook_prints_the_cell_error_and_the_notebook_first(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("out_dir: str = 'x'")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise KeyError('accuracy')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmkit.run", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    lines = lines[
+        next(i for i, t in enumerate(lines) if t.startswith("mmkit:")) :
+    ]  # after the kernel's own logs
+    assert lines[0].startswith("mmkit: broken failed in cell [") and lines[0].endswith("KeyError: 'accuracy'")
+    assert lines[1] == f"executed notebook (with every output up to the error): {out / 'broken.ipynb'}"
+    assert (out / "broken.ipynb").exists()
+    assert "papermill" not in proc.stderr and len(lines) < 25

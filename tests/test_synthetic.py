@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from mmkit.config import DataConfig
-from mmkit.data import DataError, load_dataset, make_synthetic_food101, make_synthetic_fpus23, read_fpus23
+from mmkit.data import (
+    DataError,
+    load_dataset,
+    make_synthetic_food101,
+    make_synthetic_fpus23,
+    read_fpus23,
+    read_upmc_food101,
+)
 from mmkit.data.load import ensure_synthetic
 from mmkit.data.synthetic import STAMP_FILE
 
@@ -100,7 +107,7 @@ def test_food_modalities_are_complementary(tmp_path):
     root = make_synthetic_food101(
         tmp_path / "f", n_classes=6, train_per_class=40, test_per_class=20, image_size=32
     )
-    ds = load_dataset(DataConfig(dataset="upmc_food101", data_root=str(root), val_fraction=0.0))
+    ds = read_upmc_food101(root, val_fraction=0.0)  # the reader allows no val; load_dataset does not
     tr, te = ds.records("train"), ds.records("test")
     ytr, yte = ds.targets("train"), ds.targets("test")
     img = LogisticRegression(C=10, max_iter=3000).fit(_hue_features(r.image_path for r in tr), ytr)

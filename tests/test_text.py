@@ -270,3 +270,25 @@ def test_one_fold_assignment_for_text_and_stage1():
     b, _ = compute_text_features(ds, "tfidf", folds=3, seed=5, fold_of=fold_of)
     np.testing.assert_array_equal(a.values["train"], b.values["train"])
     assert not np.array_equal(fold_of, assign_folds(recs, 3, seed=6, y=ds.targets("train")))
+
+
+def test_grouped_folds_shuffle_by_seed_without_groupkfold_shuffle(monkeypatch):
+    # GroupKFold(shuffle=True) exists only from scikit-learn 1.6 (pyproject allows 1.3): never pass it
+    import sklearn.model_selection as ms
+
+    real = ms.GroupKFold
+
+    def old_groupkfold(n_splits=5, **kw):
+        assert not kw, f"GroupKFold{kw} needs scikit-learn >= 1.6"
+        return real(n_splits)
+
+    monkeypatch.setattr(ms, "GroupKFold", old_groupkfold)
+    groups = [f"stream{i // 3}" for i in range(36)]  # 12 groups of 3: every split is a tie on size
+    runs = {seed: fold_indices(36, 4, seed, groups=groups) for seed in (0, 1)}
+    for folds in runs.values():
+        held = np.concatenate([va for _, va in folds])
+        assert sorted(held) == list(range(36))
+        for tr, va in folds:
+            assert not {groups[i] for i in tr} & {groups[i] for i in va}
+    assert [sorted(va) for _, va in runs[0]] != [sorted(va) for _, va in runs[1]]  # the seed shuffles
+    assert [list(va) for _, va in fold_indices(36, 4, 0, groups=groups)] == [list(va) for _, va in runs[0]]

@@ -2,6 +2,7 @@
 gradient accumulation, the stage-2 style adapter, and stage 1 end to end on tiny data."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from mmkit.data.food101 import read_upmc_food101
 from mmkit.data.synthetic import make_synthetic_food101
 from mmkit.models import parse_train_blocks
 from mmkit.train import (
+    LOG_EVERY,
     batch_forward,
     build_stage1,
+    collective_device,
     fit,
     image_forward,
     load_stage1,
@@ -249,7 +252,21 @@ def test_train_stage1_same_seed_same_result_and_reload(food, tmp_path):
     assert a.metrics["test"]["n"] == len(food.records("test"))
     assert np.array(a.metrics["test"]["confusion_matrix"]).sum() == len(food.records("test"))
     assert (tmp_path / "a" / "config.json").exists()
+    # the same weights give the same bytes: a rerun's checkpoint names the same caches
+    assert (tmp_path / "a" / "best.pt").read_bytes() == (tmp_path / "b" / "best.pt").read_bytes()
+    meta = torch.load(a.checkpoint, weights_only=True)["meta"]
+    assert {k: meta[k] for k in ("backbone", "hub_tag", "weights_file", "image_size", "preset")} == {
+        "backbone": "timm:test_resnet",
+        "hub_tag": None,
+        "weights_file": None,
+        "image_size": 32,
+        "preset": "seed",
+    }
+    assert meta["train_blocks"] == "all" and meta["classes"] == list(food.classes)
+    assert meta["mmkit_version"] and len(meta["norm"]) == 2
+    rng = torch.get_rng_state()
     clf = load_stage1(a.checkpoint)
+    assert torch.equal(rng, torch.get_rng_state())  # loading leaves the global RNG alone
     assert clf.classes == list(food.classes) and clf.backbone.name == "timm:test_resnet"
     assert _states_equal(clf.state_dict(), {k: v.cpu() for k, v in a.model.state_dict().items()})
     # the stage-2 side reads the same file: the feature bank's loader takes the backbone weights from it
@@ -319,3 +336,143 @@ def test_command_line_entry(tmp_path):
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["best_epoch"] == 0
     assert main(args + ["--resume", "True"]) == 0  # nothing left to train: reloads and scores the same
     assert read_metrics(out)["test_accuracy"] == m["test_accuracy"]
+
+
+def test_collective_device_is_the_gpu_for_nccl_and_the_training_device_otherwise():
+    assert collective_device("cuda:1", backend="nccl") == torch.device("cuda", 1)  # NCCL: CUDA tensors only
+    assert collective_device("cpu", backend="gloo") == torch.device("cpu")
+    assert collective_device("cuda:0", backend="gloo") == torch.device(
+        "cuda", 0
+    )  # gloo takes them as they are
+    assert collective_device("cpu") == torch.device("cpu")  # no process group: the training device
+
+
+def test_running_loss_is_read_once_per_interval_not_per_step(monkeypatch):
+    # lr=0: the weights never move, so the epoch's train_loss must be the per-sample mean loss of the start
+    # model over every sample, the short last batch (50 = 6 x 8 + 2) weighted by its 2 samples
+    x, y = _toy(n=50)
+    torch.manual_seed(0)
+    model = Head(5, 3)
+    with torch.no_grad():
+        expected = float(nn.functional.cross_entropy(model({"features": x}), y))
+    reads = []
+    for name in ("item", "tolist", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda t, *a, _real=real, _name=name: reads.append(_name) or _real(t, *a)
+        )
+    cfg = TrainConfig(epochs=1, lr=0.0, schedule="constant", channels_last=False)
+    r = fit(model, ToyLoader(x, y, 8), None, cfg, forward=batch_forward)
+    monkeypatch.undo()
+    steps = len(ToyLoader(x, y, 8))
+    assert math.isclose(r.history[0]["train_loss"], expected, rel_tol=1e-6)
+    # the progress bar every LOG_EVERY steps, the epoch's total once: far fewer reads than steps
+    assert len(reads) <= math.ceil(steps / LOG_EVERY) + 3 < steps, reads
+
+
+def _tagged_stage1(food, tmp_path, monkeypatch, tag):
+    """Stage 1 on a timm model built under a hub tag, random-init (no network): timm still attaches the
+    tag's pretrained_cfg, so the backbone takes that tag's mean/std, as a download would."""
+    import timm
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: real(*a, **{**k, "pretrained": False}))
+    aug = AugmentConfig(image_size=32, batch_size=8, copies=1, preset="light")
+    model = ModelConfig("timm:resnet18d", pretrained=tag, train_blocks="last:1")
+    r = train_stage1(food, model, TrainConfig(epochs=1, lr=0.01), aug, out_dir=tmp_path)
+    monkeypatch.setattr(timm, "create_model", real)  # stage 2 must not need the hub at all
+    return r
+
+
+def test_stage2_takes_the_checkpoints_tag_norm_not_the_default_tags(food, tmp_path, monkeypatch):
+    from timm.models import get_pretrained_cfg
+
+    from mmkit.features import backbone_module, build_feature_bank
+    from mmkit.models import create_backbone
+
+    tag, default = "ra4_e3600_r224_in1k", "ra2_in1k"  # timm's first tag is the default
+    tag_mean = tuple(get_pretrained_cfg(f"resnet18d.{tag}").mean)
+    assert tag_mean != tuple(get_pretrained_cfg(f"resnet18d.{default}").mean)
+    assert create_backbone("timm:resnet18d").norm[0] != tag_mean  # the rebuild of old
+    r = _tagged_stage1(food, tmp_path, monkeypatch, tag)
+    assert r.model.backbone.norm[0] == tag_mean
+    meta = torch.load(r.checkpoint, weights_only=True)["meta"]
+    assert meta["hub_tag"] == tag and tuple(meta["norm"][0]) == tag_mean
+    clf = load_stage1(r.checkpoint)
+    assert clf.backbone.norm == r.model.backbone.norm and clf.backbone.pretrained == tag
+    # the live path and the bank both rebuild it with the tag's norm, and the bank's key records it
+    live = backbone_module("timm:resnet18d", checkpoint=r.checkpoint)
+    assert live.norm[0] == tag_mean
+    bank = build_feature_bank(
+        food, "timm:resnet18d", checkpoint=r.checkpoint, views=1, image_size=32,
+        preset="light", batch_size=16, cache_dir=tmp_path / "bank", device="cpu",
+    )  # fmt: skip
+    assert tuple(bank.key["norm"][0]) == tag_mean
+    from mmkit.augment import make_loader, normalize
+
+    batch = next(
+        iter(make_loader(food, "test", 64, preset="light", image_size=32, augment=False, shuffle=False))
+    )
+    with torch.no_grad():
+        want = clf.backbone(normalize(batch["image"], clf.backbone.norm)).numpy()
+    assert np.allclose(np.asarray(bank.plain["test"], np.float32), want, atol=2e-2)
+
+
+def test_restore_stage1_settings_fills_open_fields_and_refuses_conflicts(food, tmp_path):
+    import dataclasses
+    import warnings
+
+    from mmkit.train import restore_stage1_settings
+
+    cfg = TrainConfig(epochs=1, lr=0.05)
+    aug = dataclasses.replace(AUG, preset="light")
+    r = train_stage1(food, ModelConfig("timm:test_resnet"), cfg, aug, out_dir=tmp_path / "s1")
+    open_model, open_aug = ModelConfig(backbone=None), AugmentConfig(image_size=None, preset=None)
+    m, a = restore_stage1_settings(r.checkpoint, open_model, open_aug, food)
+    assert (m.backbone, a.image_size, a.preset) == ("timm:test_resnet", 32, "light")
+    same = restore_stage1_settings(r.checkpoint, ModelConfig("timm:test_resnet"), aug, food)
+    assert same[1].image_size == 32
+    for field, model, augment in (
+        ("image_size=64", open_model, dataclasses.replace(open_aug, image_size=64)),
+        ("preset='seed'", open_model, dataclasses.replace(open_aug, preset="seed")),
+        ("backbone='timm:test_vit'", ModelConfig("timm:test_vit"), open_aug),
+    ):
+        with pytest.raises(ValueError, match=rf"{re.escape(field)} was given.*trained with") as err:
+            restore_stage1_settings(r.checkpoint, model, augment, food)
+        assert "=None" in str(err.value)  # says how to take the checkpoint's
+    # another dataset's checkpoint: another class count is an error, other names a warning
+    fewer = dataclasses.replace(food, classes=food.classes[:2])
+    with pytest.raises(ValueError, match="trained on 3 classes .* has 2"):
+        restore_stage1_settings(r.checkpoint, open_model, open_aug, fewer)
+    renamed = dataclasses.replace(food, classes=[c.upper() for c in food.classes])
+    with pytest.warns(UserWarning, match="named differently"):
+        restore_stage1_settings(r.checkpoint, open_model, open_aug, renamed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restore_stage1_settings(r.checkpoint, open_model, open_aug, food)
+    # no checkpoint: open fields take the fallback, else the dataclass default
+    m, a = restore_stage1_settings(None, open_model, open_aug, fallback={"image_size": 48})
+    assert (m.backbone, a.image_size, a.preset) == (ModelConfig().backbone, 48, AugmentConfig().preset)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        restore_stage1_settings(tmp_path / "none.pt", open_model, open_aug)
+
+
+def test_select_on_follows_the_headline_metric_and_is_a_parameter(food, tmp_path):
+    import dataclasses
+
+    from mmkit.metrics import headline_metric
+    from mmkit.train import resolve_select_on
+
+    head = dataclasses.replace(food, name="fpus23", meta={"task": "head"})
+    assert headline_metric(head.task, head) == "macro_f1"  # data_cards/fpus23.md: 71% one class
+    assert resolve_select_on(TrainConfig(), head).select_on == "macro_f1"
+    assert resolve_select_on(TrainConfig(), food).select_on == "accuracy"
+    assert (
+        resolve_select_on(TrainConfig(select_on="balanced_accuracy"), head).select_on == "balanced_accuracy"
+    )
+    cfg = TrainConfig(epochs=3, lr=0.1, seed=1, schedule="constant", select_on="macro_f1")
+    result = _stage1_fit(food, cfg, tmp_path)
+    f1 = [h["val_macro_f1"] for h in result.history]
+    assert result.best_epoch == int(np.argmax(f1)) and [h["val_score"] for h in result.history] == f1
+    with pytest.raises(KeyError, match="select_on='auc'.*notebook parameter select_on"):
+        _stage1_fit(food, dataclasses.replace(cfg, select_on="auc", epochs=1), tmp_path / "x")

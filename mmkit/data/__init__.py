@@ -1,13 +1,17 @@
-"""Data layer: readers for UPMC Food-101, FPUS23 and CSV/JSONL manifests, plus the synthetic default."""
+"""Data layer: readers for UPMC Food-101, FPUS23, CSV/JSONL/Parquet manifests and Hugging Face datasets,
+plus the synthetic default."""
 
+from mmkit.data.checks import cross_split_duplicates
 from mmkit.data.food101 import clean_title, read_upmc_food101
 from mmkit.data.fpus23 import read_fpus23
+from mmkit.data.hf import read_hf
 from mmkit.data.load import dataset_stats, load_dataset
 from mmkit.data.manifest import read_manifest
 from mmkit.data.records import (
     SPLITS,
     DataError,
     Dataset,
+    DataWarning,
     ErrorPolicy,
     Record,
     Skipped,
@@ -20,6 +24,9 @@ __all__ = [
     "SPLITS",
     "DataError",
     "Dataset",
+    "DataWarning",
+    "cross_split_duplicates",
+    "read_hf",
     "ErrorPolicy",
     "Record",
     "Skipped",

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import csv
 import html
+import html.entities
 import io
 import re
 from pathlib import Path
 from typing import Literal, Optional
-
-from tqdm.auto import tqdm
 
 from mmkit.data.records import (
     DataError,
@@ -35,6 +34,7 @@ from mmkit.data.records import (
     image_problem,
     stratified_split,
 )
+from mmkit.progress import progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
@@ -49,32 +49,44 @@ def _decode_escapes(match: re.Match) -> str:
         return raw.decode("latin-1")  # not UTF-8 bytes: each escape stands for one Latin-1 character
 
 
+_WRAP_START = re.compile(r"""^(?:\[+\s*["']|\[\[)""")  # [[" / [' / [[ left by the scraper
+_WRAP_END = re.compile(r"""(?:["']\s*\]+|\]\])$""")  # "]] / '] / ]]
+_ENTITY_LIKE = re.compile(r"&([A-Za-z][A-Za-z0-9]{0,15});")
+
+
+def _broken_entity(match: re.Match) -> str:
+    # html.unescape left it, so it is no entity: "F&W;" was "F&W" before a cleaner added the ";".
+    return match.group(0) if f"{match.group(1)};" in html.entities.html5 else f"&{match.group(1)}"
+
+
 def clean_title(title: str) -> str:
     """Undo the scraping artefacts of UPMC Food-101 titles.
 
-    Removes ``[["..."]]`` wrappers (also when only one end survived), decodes HTML entities (twice-escaped
-    ones like ``&amp;rsquo;`` too) and literal byte escapes like ``\\xe2\\x80\\x99`` into real characters,
-    and collapses runs of white space.
+    Removes ``[["..."]]`` / ``['...']`` wrappers (also when only one end survived, e.g. a trailing ``']``),
+    decodes HTML entities (twice-escaped ones like ``&amp;rsquo;`` too) and literal byte escapes like
+    ``\\xe2\\x80\\x99`` into real characters, repairs mojibake (UTF-8 read as cp1252: ``â€™`` -> ``’``,
+    with ftfy), drops the ``;`` of things that only look like entities (``F&W;`` -> ``F&W``), and collapses
+    runs of white space.
 
     Example:
         >>> clean_title('[["Mom&amp;rsquo;s Pie \\\\xe2\\\\x80\\\\x93 best"]]')
         'Mom’s Pie – best'
+        >>> clean_title("Donâ€™t miss: F&W; recipes |']")
+        'Don’t miss: F&W recipes |'
     """
+    import ftfy
+
     t = title.strip()
-    if t.startswith("[["):
-        t = t[2:].lstrip()
-        if t.startswith('"'):
-            t = t[1:]
-    if t.endswith("]]"):
-        t = t[:-2].rstrip()
-        if t.endswith('"'):
-            t = t[:-1]
+    for _ in range(2):  # a wrapper can be nested in a quote: [["'...'"]]
+        t = _WRAP_END.sub("", _WRAP_START.sub("", t).lstrip()).rstrip()
     for _ in range(3):  # entities escaped more than once (&amp;rsquo;) need more than one pass
         unescaped = html.unescape(t)
         if unescaped == t:
             break
         t = unescaped
     t = _BYTE_ESCAPES.sub(_decode_escapes, t)
+    t = ftfy.fix_encoding(t)
+    t = _ENTITY_LIKE.sub(_broken_entity, t)
     return " ".join(t.split())
 
 
@@ -99,7 +111,11 @@ def read_titles(path: str | Path, policy: Optional[ErrorPolicy] = None) -> list[
     policy = policy or ErrorPolicy("raise")
     if not path.is_file():
         raise DataError(
-            path, None, "title file not found", "check data_root; expected texts/{train,test}_titles.csv"
+            path,
+            None,
+            "title file not found",
+            "check the notebook parameter data_root (Python: read_upmc_food101(root), or DataConfig(data_root=...)); "
+            "it must hold texts/{train,test}_titles.csv",
         )
     text = decode_utf8(path, path.read_bytes(), policy)  # lines that are not UTF-8 come back blank
     rows: list[tuple[int, str, str, str]] = []
@@ -134,13 +150,13 @@ def read_titles(path: str | Path, policy: Optional[ErrorPolicy] = None) -> list[
     return rows
 
 
-def _index_images(folder: Path) -> dict[str, Path]:
-    """file name -> path for every image under ``folder/<class>/``."""
-    out: dict[str, Path] = {}
+def _index_images(folder: Path) -> dict[str, list[Path]]:
+    """file name -> its paths under ``folder/<class>/`` (one name may sit in several class folders)."""
+    out: dict[str, list[Path]] = {}
     if folder.is_dir():
         for p in sorted(folder.glob("*/*")):
             if p.suffix.lower() in IMAGE_SUFFIXES:
-                out.setdefault(p.name, p)
+                out.setdefault(p.name, []).append(p)
     return out
 
 
@@ -151,8 +167,9 @@ def _read_split(
     rows = read_titles(csv_path, policy)
     images = _index_images(root / "images" / split)
     seen: dict[str, int] = {}
+    used: set[Path] = set()
     records: list[Record] = []
-    for row_no, file, raw_title, label in tqdm(rows, desc=f"food101 {split}", leave=False, mininterval=1):
+    for row_no, file, raw_title, label in progress(rows, desc=f"food101 {split}", leave=False, mininterval=1):
         where = f"row {row_no} ({file})"
         if file in seen:
             policy.report(
@@ -175,7 +192,10 @@ def _read_split(
                 "add training samples of that class or drop these test rows",
             )
             continue
-        path = images.get(file, root / "images" / split / label / file)
+        # The row's class folder first: the same file name may also sit in another class's folder.
+        path = root / "images" / split / label / file
+        if not path.is_file() and images.get(file):
+            path = images[file][0]
         problem = image_problem(path, check_images)
         if problem:
             policy.report(
@@ -192,13 +212,22 @@ def _read_split(
             continue
         meta = {"file": file, "row": row_no, "raw_title": raw_title}
         records.append(Record(f"{split}/{file}", path, title, label, None, meta))
-    for file in sorted(set(images) - set(seen)):
-        policy.report(
-            images[file],
-            None,
-            f"image has no row in {csv_path.name}",
-            "add its title row or move the image out of images/",
-        )
+        used.add(path)
+    for file, paths in sorted(images.items()):
+        used_folder = next((p.parent.name for p in paths if p in used), None)
+        for p in paths:
+            if p in used or (file in seen and used_folder is None):
+                continue  # read, or named by a row that was itself reported
+            if file in seen:
+                problem = (
+                    f"the same file name is in class folder {used_folder!r}, which row {seen[file]} of "
+                    f"{csv_path.name} uses; this copy has no row"
+                )
+                fix = "rename or remove one of the files (file names must be unique across class folders)"
+            else:
+                problem = f"image has no row in {csv_path.name}"
+                fix = "add its title row or move the image out of images/"
+            policy.report(p, None, problem, fix)
     return records
 
 
@@ -245,16 +274,18 @@ def read_upmc_food101(
             root,
             None,
             "not a UPMC Food-101 folder (needs images/ and texts/)",
-            "point data_root at the folder holding images/{train,test} and texts/{train,test}_titles.csv",
+            "point the notebook parameter data_root (Python: read_upmc_food101(root), or DataConfig(data_root=...)) "
+            "at the folder holding images/{train,test} and texts/{train,test}_titles.csv",
         )
     policy = ErrorPolicy(on_error)
+    warnings_: list[str] = []
     train = _read_split(root, "train", policy, check_images, None)
     classes = sorted({r.label for r in train})
     test = _read_split(root, "test", policy, check_images, set(classes))
     if split_file is not None:
         train, val = _read_split_file(Path(split_file), train)
     else:
-        train, val = stratified_split(train, val_fraction, seed)
+        train, val = stratified_split(train, val_fraction, seed, warnings_)
     policy.log_summary(str(root))
     return Dataset(
         name="upmc_food101",
@@ -262,7 +293,13 @@ def read_upmc_food101(
         splits={"train": train, "val": val, "test": test},
         task="multiclass",
         skipped=policy.skipped,
-        meta={"root": str(root), "seed": seed, "val_fraction": val_fraction, "split_file": split_file},
+        meta={
+            "root": str(root),
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "split_file": split_file,
+            "warnings": warnings_,
+        },
     )
 
 

@@ -28,18 +28,36 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from mmkit.data.records import DataError, Dataset, ErrorPolicy, Record, grouped_split, image_problem, log
+from mmkit.data.records import (
+    DataError,
+    Dataset,
+    ErrorPolicy,
+    Record,
+    grouped_split,
+    hint,
+    image_problem,
+    log,
+    warn,
+    warn_split_shape,
+)
+from mmkit.progress import progress
 
 ORGANS = ["head", "arm", "abdomen", "legs"]
+# Box labels that differ from an organ only by case, spaces or number ("Head", "arms", "leg").
+_ORGAN_OF = {
+    **{o: o for o in ORGANS},
+    **{"heads": "head", "arms": "arm", "abdomens": "abdomen", "leg": "legs"},
+}
+UNBOXED_CHOICES = ("keep", "drop", "raise")
 TAG_FIELDS = ["Orientation/Pose", "Probe/orientation", "location/View_fetus", "diagnostic_plane/plane"]
 _TAG_LABEL_OF = dict(reversed(f.split("/")) for f in TAG_FIELDS)  # attribute name -> its tag label
-DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}  # row shares; the paper's test is 20%
 _STREAM_NAME = re.compile(r"^stream_(hd|hu)(vb|vf)_([a-z]+)_(h|v)(?:_.*)?$")
 _POSE_WORDS = {"hd": "head down", "hu": "head up", "vb": "back view", "vf": "front view"}
 _PROBE_WORDS = {"h": "horizontal probe", "v": "vertical probe"}
@@ -71,6 +89,16 @@ def describe(tags: dict[str, str], include_view: bool = True) -> str:
     if plane:
         parts.append(_PLANE_WORDS.get(plane, plane.replace("_", " ")))
     return f"Fetal phantom ultrasound: {'; '.join(parts)}." if parts else ""
+
+
+def organ_of(label: Optional[str]) -> Optional[str]:
+    """The organ a box label names, ignoring case, spaces and plural (None when it names none).
+
+    Example:
+        >>> organ_of("Head"), organ_of(" arms "), organ_of("placenta")
+        ('head', 'arm', None)
+    """
+    return _ORGAN_OF.get((label or "").strip().lower())
 
 
 def stream_name_tags(stream: str) -> dict[str, str]:
@@ -175,33 +203,39 @@ def balanced_grouped_split(
     fractions: dict[str, float],
     seed: int,
     min_share: float = 0.05,
-    candidates: int = 64,
+    candidates: int = 16,
+    collect: Optional[list[str]] = None,
 ) -> tuple[dict[str, list[Record]], int]:
-    """A grouped split (no stream in two splits) that keeps every class in every split where it can.
+    """A grouped split (no stream in two splits) at the row shares ``fractions`` that keeps every class in
+    every split where it can.
 
-    With few streams a plain random grouped split easily leaves a split without a single positive frame,
-    which makes its metrics meaningless. This draws seeded grouped splits (the first with ``seed`` itself) and keeps
-    the first in which every class makes up at least ``min_share`` of every non-empty split; when none of
-    ``candidates`` does, the one whose rarest class share is largest. Taking the first that qualifies,
-    not the best, keeps different seeds giving different splits. Returns the splits and the chosen seed.
+    ``grouped_split`` already aims at the row shares and keeps every class in train; with few streams it
+    can still leave a split with almost no positive frame, which makes its metrics meaningless. This draws
+    seeded grouped splits (the first with ``seed`` itself) and keeps the first in which every class makes
+    up at least ``min_share`` of every non-empty split; when none of ``candidates`` does, the one whose
+    rarest class share is largest. Taking the first that qualifies, not the best, keeps different seeds
+    giving different splits. Returns the splits and the chosen seed.
     """
     rng = np.random.default_rng(seed)
     classes = sorted({lab for r in records for lab in r.labels})
     best, best_score, best_seed = None, -1.0, seed
     for i in range(candidates):
         cand_seed = seed if i == 0 else int(rng.integers(2**31))
-        splits = grouped_split(records, fractions, cand_seed)
+        splits = grouped_split(records, fractions, cand_seed, report=False)
         score = 1.0
-        for recs in splits.values():
+        for name, recs in splits.items():
             if recs:
                 for c in classes:
                     n = sum(c in r.labels for r in recs)
-                    score = min(score, n / len(recs))
+                    score = min(score, n / len(recs) if n or name != "train" else -0.5)  # train: every class
         if score > best_score:
             best, best_score, best_seed = splits, score, cand_seed
         if score >= min_share:
             break
-    return best if best is not None else grouped_split(records, fractions, seed), best_seed
+    if best is None:
+        best = grouped_split(records, fractions, seed, report=False)
+    warn_split_shape(best, fractions, records, collect)
+    return best, best_seed
 
 
 def read_fpus23(
@@ -211,17 +245,26 @@ def read_fpus23(
     seed: int = 0,
     fractions: Optional[dict[str, float]] = None,
     on_error: Literal["raise", "skip"] = "raise",
-    unboxed_streams: Literal["report", "keep"] = "report",
+    unboxed_streams: Literal["keep", "drop", "raise"] = "keep",
     check_images: Literal["fast", "full", "none"] = "fast",
 ) -> Dataset:
     """Read FPUS23 (or a synthetic copy in the same layout) into a ``Dataset`` split by stream.
 
     ``task="head"``: classes ``["no_head", "head"]``; ``task="organs"``: multi-label over
-    ``["head", "arm", "abdomen", "legs"]`` (``Record.label`` is a list). ``fractions`` are shares of
-    *streams* per split (default 70/15/15), chosen so that every split holds every class where the streams
-    allow it (``balanced_grouped_split``). A stream whose XML has no box at all is usually one that was
-    never box-annotated, so by default it is reported like other bad input; ``unboxed_streams="keep"`` keeps
-    its frames as frames without organs. ``Record.meta`` holds the frame's tags, their sources and boxes.
+    ``["head", "arm", "abdomen", "legs"]`` (``Record.label`` is a list). ``fractions`` are shares of the
+    *frames* per split (default 70/10/20: the paper's test set is 20% of the frames), met as closely as
+    whole streams allow, with every class in every split where the streams allow it
+    (``balanced_grouped_split``).
+
+    ``unboxed_streams``: what to do with a stream whose XML has no box in any frame (the official data has
+    8 such ``*_longrec_*`` streams, 5,563 of its 15,113 frames). ``"keep"`` (default) keeps them as frames
+    with no organ (``no_head``), which is the paper's protocol (its 71.2% majority class is
+    1 - 4,370 head frames / 15,113); ``"drop"`` leaves them out, for a task on box-annotated streams
+    only; ``"raise"`` reports them as bad input (an error, or skipped and listed under ``on_error="skip"``).
+    A warning and ``ds.meta["unboxed_streams"]`` say how many frames each choice keeps. Box labels that
+    differ from an organ only by case or plural ("Head", "arms") are mapped to it; other labels are
+    counted in a warning and ``ds.meta["unknown_box_labels"]``. ``Record.meta`` holds the frame's tags,
+    their sources and boxes.
 
     Example:
         >>> ds = read_fpus23("data/synthetic_fpus23", task="head", seed=0)  # doctest: +SKIP
@@ -229,6 +272,8 @@ def read_fpus23(
     """
     if task not in ("head", "organs"):
         raise ValueError(f"task must be 'head' or 'organs', got {task!r}")
+    if unboxed_streams not in UNBOXED_CHOICES:
+        raise ValueError(f"unboxed_streams must be one of {UNBOXED_CHOICES}, got {unboxed_streams!r}")
     root = Path(root)
     annotations = find_annotation_files(root)
     if not annotations:
@@ -236,28 +281,39 @@ def read_fpus23(
             root,
             None,
             "no annotation files found (expected boxes/annotation/<stream>/annotations.xml)",
-            "point data_root at the FPUS23 folder that holds four_poses/ and boxes/",
+            "point the notebook parameter data_root (Python: read_fpus23(root), or DataConfig(data_root=...)) "
+            "at the FPUS23 folder that holds four_poses/ and boxes/",
         )
     policy = ErrorPolicy(on_error)
     records: list[Record] = []
+    warnings_: list[str] = []
+    unboxed: dict[str, int] = {}
+    n_xml_frames = 0
+    mapped: Counter = Counter()
+    unknown: Counter = Counter()
     n_boxes = 0
     unannotated: dict[str, int] = {}
-    for stream, xml_path in tqdm(annotations.items(), desc="fpus23 streams", leave=False):
+    for stream, xml_path in progress(annotations.items(), desc="fpus23 streams", leave=False):
         frames = parse_cvat(xml_path, policy)
         if frames is None:
             continue
         if not frames:
             policy.report(xml_path, None, "no frames (<image> elements)", "re-export the stream from CVAT")
             continue
-        if unboxed_streams == "report" and not any(f["boxes"] for f in frames):
-            policy.report(
-                xml_path,
-                None,
-                f"stream with no boxes in any of its {len(frames)} frames (probably never box-annotated)",
-                "pass on_error='skip' to leave it out, or unboxed_streams='keep' to use its frames as frames "
-                "with no organs",
-            )
-            continue
+        n_xml_frames += len(frames)
+        if not any(f["boxes"] for f in frames):
+            unboxed[stream] = len(frames)
+            if unboxed_streams == "drop":
+                continue
+            if unboxed_streams == "raise":
+                policy.report(
+                    xml_path,
+                    None,
+                    f"stream with no boxes in any of its {len(frames)} frames (probably never box-annotated)",
+                    f"{hint('unboxed_streams', 'keep')} to use its frames as frames with no organ (the "
+                    f"paper's protocol), or unboxed_streams='drop' to leave it out",
+                )
+                continue
         fallback = stream_name_tags(stream)
         frame_dir = root / "four_poses" / stream
         if frame_dir.is_dir():  # frame files the XML doesn't mention: not samples, but worth knowing about
@@ -289,6 +345,13 @@ def read_fpus23(
             if problem:
                 policy.report(path, f"{xml_path.name} {where}", problem, "restore the frame file")
                 continue
+            for b in f["boxes"]:
+                organ = organ_of(b["label"])
+                if organ is None:
+                    unknown[b["label"]] += 1
+                elif organ != b["label"]:
+                    mapped[b["label"]] += 1
+                    b["raw_label"], b["label"] = b["label"], organ
             present = {b["label"] for b in f["boxes"]}
             label: str | list[str] = (
                 ("head" if "head" in present else "no_head")
@@ -315,7 +378,18 @@ def read_fpus23(
         if extra:
             unannotated[frame_dir.name] = extra
             log.warning("%s: %d frame files have no annotations.xml; they are not read", frame_dir, extra)
-    splits, split_seed = balanced_grouped_split(records, dict(fractions or DEFAULT_FRACTIONS), seed)
+    unboxed_meta = _unboxed_report(unboxed, n_xml_frames, unboxed_streams, warnings_)
+    if mapped:
+        log.info("%s: box labels mapped to organs: %s", root, dict(mapped))
+    if unknown:
+        warn(
+            f"{root}: {sum(unknown.values())} boxes carry labels that name none of {ORGANS}: {dict(unknown)}; "
+            "they count for no organ (fix the labels in CVAT if they are organs)",
+            warnings_,
+        )
+    splits, split_seed = balanced_grouped_split(
+        records, dict(fractions or DEFAULT_FRACTIONS), seed, collect=warnings_
+    )
     for name in ("train", "val", "test"):
         splits.setdefault(name, [])
     policy.log_summary(str(root))
@@ -333,8 +407,38 @@ def read_fpus23(
             "n_boxes": n_boxes,
             "split_seed": split_seed,
             "unannotated_frames": unannotated,
+            "unboxed_streams": unboxed_meta,
+            "mapped_box_labels": dict(mapped),
+            "unknown_box_labels": dict(unknown),
+            "fractions": dict(fractions or DEFAULT_FRACTIONS),
+            "warnings": warnings_,
         },
     )
+
+
+def _unboxed_report(unboxed: dict[str, int], n_frames: int, choice: str, collect: list[str]) -> dict:
+    """How many frames each ``unboxed_streams`` choice keeps, as a warning and for ``ds.meta``."""
+    n_unboxed = sum(unboxed.values())
+    report = {
+        "choice": choice,
+        "streams": dict(unboxed),
+        "frames": n_unboxed,
+        "frames_if_keep": n_frames,
+        "frames_if_drop": n_frames - n_unboxed,
+    }
+    if unboxed:
+        did = {
+            "keep": "kept as frames with no organ (no_head), the paper's protocol",
+            "drop": "dropped",
+            "raise": "reported as bad input",
+        }[choice]
+        warn(
+            f"{len(unboxed)} streams have no box in any frame ({n_unboxed} of {n_frames} frames: "
+            f"{', '.join(sorted(unboxed))}); unboxed_streams={choice!r}: {did}. 'keep' uses {n_frames} frames, "
+            f"'drop' {n_frames - n_unboxed}",
+            collect,
+        )
+    return report
 
 
 __all__ = [

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mmkit.config import DataConfig
+from mmkit.data.checks import cross_split_duplicates, require_splits, skip_report
 from mmkit.data.food101 import read_upmc_food101
 from mmkit.data.fpus23 import read_fpus23
 from mmkit.data.manifest import read_manifest
-from mmkit.data.records import DataError, Dataset
+from mmkit.data.records import DataError, Dataset, hint, repo_root
 from mmkit.data.synthetic import (
     holds_foreign_files,
     make_synthetic_food101,
@@ -29,17 +30,11 @@ from mmkit.data.synthetic import (
     stamp,
 )
 
-DATASETS = ("synthetic_food101", "synthetic_fpus23", "upmc_food101", "fpus23", "manifest")
+DATASETS = ("synthetic_food101", "synthetic_fpus23", "upmc_food101", "fpus23", "manifest", "hf")
 _GENERATORS: dict[str, tuple[str, Callable]] = {
     "synthetic_food101": ("food101", make_synthetic_food101),
     "synthetic_fpus23": ("fpus23", make_synthetic_fpus23),
 }
-
-
-def repo_root() -> Path:
-    """The checkout holding mmkit (the current directory when mmkit is installed elsewhere)."""
-    here = Path(__file__).resolve().parents[2]
-    return here if (here / "pyproject.toml").is_file() else Path.cwd()
 
 
 def default_data_root(dataset: str) -> Path:
@@ -63,7 +58,10 @@ def ensure_synthetic(dataset: str, root: str | Path | None = None) -> Path:
         return root
     if holds_foreign_files(root):
         raise DataError(
-            root, None, "folder exists and was not written by mmkit's generator", "choose an empty data_root"
+            root,
+            None,
+            "folder exists and was not written by mmkit's generator",
+            "set the notebook parameter data_root (Python: DataConfig(data_root=...)) to an empty or new folder",
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     with _lock(root.with_name(f".{root.name}.lock")):
@@ -95,31 +93,100 @@ def _lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Read the dataset ``cfg`` names; ``synthetic_*`` are generated first when missing.
+def _manifest_options(cfg: DataConfig) -> dict:
+    return dict(
+        image_col=cfg.image_col,
+        text_col=cfg.text_col,
+        label_col=cfg.label_col,
+        group_col=cfg.group_col,
+        split_col=cfg.split_col,
+        id_col=cfg.id_col,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        multilabel_sep=cfg.multilabel_sep,
+        image_cache=cfg.image_cache,
+    )
 
-    ``upmc_food101`` and ``fpus23`` read the folder ``cfg.data_root``; ``manifest`` reads the CSV/JSONL file
-    ``cfg.data_root``.
+
+def _check_config(cfg: DataConfig) -> None:
+    if cfg.dataset not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {cfg.dataset!r}; set the notebook parameter dataset (Python: "
+            f"DataConfig(dataset=...)) to one of {', '.join(DATASETS)}"
+        )
+    if not 0 < cfg.val_fraction < 1:
+        raise ValueError(
+            f"val_fraction={cfg.val_fraction} must be between 0 and 1 (exclusive): training picks its epoch "
+            f"on the validation split, and with none it has nothing to select on; {hint('val_fraction', 0.1)}"
+        )
+    if not 0 <= cfg.test_fraction < 1 or cfg.val_fraction + cfg.test_fraction >= 1:
+        raise ValueError(
+            f"val_fraction={cfg.val_fraction} and test_fraction={cfg.test_fraction} leave no training rows; "
+            f"{hint('test_fraction', 0.2)}"
+        )
+    if cfg.on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error={cfg.on_error!r}: {hint('on_error', 'raise')} or 'skip'")
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Read the dataset ``cfg`` names, then check the result as a whole; ``synthetic_*`` are generated first.
+
+    ``upmc_food101`` and ``fpus23`` read the folder ``cfg.data_root``; ``manifest`` reads the CSV, JSONL or
+    Parquet file ``cfg.data_root``; ``hf`` reads ``cfg.hf_dataset`` (images it holds as bytes are written to
+    ``cfg.image_cache``). Every reader option is a ``DataConfig`` field of the same name. After reading: a
+    warning when ``on_error="skip"`` dropped more than 5% of the inputs, an error for an empty split, and a
+    warning for identical image files in two splits (``check_duplicates``); all warnings also go to
+    ``ds.meta["warnings"]``.
 
     Example:
         >>> ds = load_dataset(DataConfig(dataset="synthetic_fpus23", task="organs"))  # doctest: +SKIP
     """
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    _check_config(cfg)
     if cfg.dataset in _GENERATORS:
         root = ensure_synthetic(cfg.dataset, cfg.data_root)
+    elif cfg.dataset == "hf":
+        if not cfg.hf_dataset:
+            raise ValueError(
+                "dataset 'hf' needs hf_dataset: set the notebook parameter hf_dataset (Python: "
+                "DataConfig(hf_dataset=...)) to a save_to_disk folder or a hub name"
+            )
+        root = Path(cfg.hf_dataset)
     elif cfg.data_root is None:
-        raise ValueError(f"dataset {cfg.dataset!r} needs data_root (the folder or manifest file to read)")
+        raise ValueError(
+            f"dataset {cfg.dataset!r} needs data_root (the folder or manifest file to read): set the notebook "
+            "parameter data_root (Python: DataConfig(data_root=...))"
+        )
     else:
         root = Path(cfg.data_root).expanduser()
-    common = dict(seed=cfg.seed, on_error=cfg.on_error)
+    common = dict(seed=cfg.seed, on_error=cfg.on_error, check_images=cfg.check_images)
     if cfg.dataset in ("synthetic_food101", "upmc_food101"):
         ds = read_upmc_food101(root, val_fraction=cfg.val_fraction, split_file=cfg.split_file, **common)
     elif cfg.dataset in ("synthetic_fpus23", "fpus23"):
-        ds = read_fpus23(root, task=cfg.task or "head", include_view=cfg.include_view, **common)
+        fractions = {
+            "train": 1 - cfg.val_fraction - cfg.test_fraction,
+            "val": cfg.val_fraction,
+            "test": cfg.test_fraction,
+        }
+        ds = read_fpus23(
+            root,
+            task=cfg.task or "head",
+            include_view=cfg.include_view,
+            fractions=fractions,
+            unboxed_streams=cfg.unboxed_streams,
+            **common,
+        )
+    elif cfg.dataset == "hf":
+        from mmkit.data.hf import read_hf
+
+        ds = read_hf(cfg.hf_dataset, **_manifest_options(cfg), **common)
     else:
-        ds = read_manifest(root, val_fraction=cfg.val_fraction, **common)
+        ds = read_manifest(root, **_manifest_options(cfg), **common)
     ds.name = cfg.dataset
+    ds.meta.setdefault("warnings", [])
+    skip_report(ds, str(root))
+    require_splits(ds, str(root), cfg.val_fraction)
+    if cfg.check_duplicates:
+        cross_split_duplicates(ds, str(root))
     return ds
 
 

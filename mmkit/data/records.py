@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,41 @@ import numpy as np
 log = logging.getLogger("mmkit.data")
 
 SPLITS = ("train", "val", "test")
+
+
+class DataWarning(UserWarning):
+    """Something about the data a user must know (a regrouped split, many skipped rows, shared images)."""
+
+
+# Shown every time, not once per place: rerunning a notebook cell must show the warning again.
+warnings.simplefilter("always", DataWarning)
+
+
+def warn(message: str, collect: Optional[list[str]] = None) -> None:
+    """Issue a ``DataWarning`` (Jupyter shows it under the cell) and append it to ``collect`` when given."""
+    warnings.warn(message, DataWarning, stacklevel=3)
+    if collect is not None:
+        collect.append(message)
+
+
+def repo_root() -> Path:
+    """The checkout holding mmkit (the current directory when mmkit is installed elsewhere)."""
+    from mmkit.paths import ROOT
+
+    return ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
+def hint(name: str, value: Any) -> str:
+    """How to set a data option where the user is: the notebook parameter and the Python argument.
+
+    A value written ``"<like this>"`` is a placeholder and is shown unquoted.
+
+    Example:
+        >>> hint("on_error", "skip")
+        "set the notebook parameter on_error = 'skip' (Python: on_error='skip', or DataConfig(on_error='skip'))"
+    """
+    v = value if isinstance(value, str) and value.startswith("<") else repr(value)
+    return f"set the notebook parameter {name} = {v} (Python: {name}={v}, or DataConfig({name}={v}))"
 
 
 class DataError(ValueError):
@@ -62,7 +99,9 @@ class ErrorPolicy:
 
     def report(self, file: str | Path, where: Optional[str], problem: str, fix: str) -> None:
         if self.on_error == "raise":
-            raise DataError(file, where, problem, fix)
+            raise DataError(
+                file, where, problem, f"{fix}. To skip such inputs instead: {hint('on_error', 'skip')}"
+            )
         self.skipped.append(Skipped(str(file), where, problem))
 
     def log_summary(self, source: str) -> None:
@@ -164,11 +203,19 @@ def _primary_label(r: Record) -> str:
 
 
 def stratified_split(
-    records: list[Record], val_fraction: float, seed: int
+    records: list[Record], val_fraction: float, seed: int, collect: Optional[list[str]] = None
 ) -> tuple[list[Record], list[Record]]:
     """Carve a validation split from ``records``, stratified by label where every class allows it.
 
-    Classes with a single sample cannot be stratified; they stay in train (never dropped).
+    A class with a single sample cannot be in both splits; it stays in train (never dropped, never moved
+    to val), and a warning names it.
+
+    Example:
+        >>> recs = [Record(str(i), Path(f"{i}.jpg"), "t", "ab"[i % 2]) for i in range(10)] + [
+        ...     Record("x", Path("x.jpg"), "t", "c")]
+        >>> train, val = stratified_split(recs, 0.2, seed=0)
+        >>> "c" in {r.label for r in train}, len(val)
+        (True, 3)
     """
     from sklearn.model_selection import train_test_split
 
@@ -176,42 +223,171 @@ def stratified_split(
         return list(records), []
     labels = [_primary_label(r) for r in records]
     counts = Counter(labels)
-    strat = labels if min(counts.values()) >= 2 and int(len(records) * val_fraction) >= len(counts) else None
-    idx = np.arange(len(records))
-    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=strat)
-    return [records[i] for i in sorted(tr)], [records[i] for i in sorted(va)]
+    single = sorted(c for c, n in counts.items() if n < 2)
+    if single:
+        warn(
+            f"{len(single)} classes have a single sample and stay in train, not in val: "
+            + ", ".join(map(repr, single[:10]))
+            + (" ..." if len(single) > 10 else ""),
+            collect,
+        )
+    pool = [i for i, lab in enumerate(labels) if counts[lab] >= 2]
+    n_val = math.ceil(val_fraction * len(records))  # as sklearn's train_test_split rounds a test_size
+    if not pool or n_val == 0:
+        return list(records), []
+    n_val = min(n_val, len(pool) - 1)
+    pool_labels = [labels[i] for i in pool]
+    n_classes = len(set(pool_labels))
+    strat = pool_labels if n_val >= n_classes and len(pool) - n_val >= n_classes else None
+    _, va = train_test_split(np.array(pool), test_size=n_val, random_state=seed, stratify=strat)
+    val_idx = set(va.tolist())
+    return [r for i, r in enumerate(records) if i not in val_idx], [records[i] for i in sorted(val_idx)]
 
 
-def grouped_split(records: list[Record], fractions: dict[str, float], seed: int) -> dict[str, list[Record]]:
-    """Split by ``Record.group`` so that no group lands in two splits.
+def _group_key(r: Record) -> str:
+    return r.group if r.group is not None else r.id
 
-    ``fractions`` maps split name to the share of *groups* it gets, e.g. ``{"train": .7, "val": .15,
-    "test": .15}``; every split with a positive share gets at least one group when there are enough.
+
+def grouped_split(
+    records: list[Record],
+    fractions: dict[str, float],
+    seed: int,
+    candidates: int = 8,
+    collect: Optional[list[str]] = None,
+    report: bool = True,
+) -> dict[str, list[Record]]:
+    """Split by ``Record.group`` so that no group lands in two splits, at the *row* shares ``fractions``.
+
+    ``fractions`` maps split name to its share of the rows, e.g. ``{"train": .7, "val": .15, "test": .15}``;
+    the first name is the rest (train). The other splits are carved off one after the other, last first
+    (test, then val from what is left). Each carve scores candidate sets of groups: every fold of
+    ``candidates`` seeded ``sklearn.model_selection.StratifiedGroupKFold`` splits into about ``1 / share``
+    folds (class-balanced), plus, per round, the shortest prefixes of a seeded shuffle of the groups that
+    reach the target (size-matched). A candidate's score is how far its row share is from the target, plus a
+    large penalty for each class it would take out of the rest (train must keep every class) and a smaller
+    one (0.1, i.e. 10 points of share) for each class it lacks that it could hold (a class spread over two
+    or more groups). The seed picks among the candidates within 1 point of the best, so seeds still move
+    the split wherever the groups leave a choice. A warning says when a split ends up more than 5
+    points from its share, or without a class the data has (also appended to ``collect`` when given;
+    ``report=False`` leaves it out).
+
+    Example:
+        >>> recs = [Record(str(i), Path(f"{i}.jpg"), "t", "ab"[i % 2], group=f"g{i % 10}") for i in range(40)]
+        >>> s = grouped_split(recs, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+        >>> {k: len(v) for k, v in s.items()}
+        {'train': 24, 'val': 8, 'test': 8}
     """
-    groups = sorted({r.group if r.group is not None else r.id for r in records})
-    rng = np.random.default_rng(seed)
-    order = [groups[i] for i in rng.permutation(len(groups))]
     names = list(fractions)
-    total = sum(fractions.values())
-    n = len(order)
-    sizes = [int(round(fractions[k] / total * n)) for k in names]
-    # Every split with a positive share gets at least one group when there are enough groups.
-    for i, k in enumerate(names):
-        if fractions[k] > 0 and sizes[i] == 0 and n >= len(names):
-            sizes[i] = 1
-    while sum(sizes) > n:
-        sizes[int(np.argmax(sizes))] -= 1
-    sizes[0] += n - sum(sizes)
-    assign: dict[str, str] = {}
-    start = 0
-    for k, size in zip(names, sizes):
-        for g in order[start : start + size]:
-            assign[g] = k
-        start += size
     out: dict[str, list[Record]] = {k: [] for k in names}
-    for r in records:
-        out[assign[r.group if r.group is not None else r.id]].append(r)
+    if not records:
+        return out
+    total = sum(fractions.values())
+    shares = {k: fractions[k] / total for k in names}
+    rng = np.random.default_rng(seed)
+    classes = sorted({lab for r in records for lab in r.labels})
+    cindex = {c: i for i, c in enumerate(classes)}
+    rest = list(records)
+    n_all = len(records)
+    for name in reversed(names[1:]):
+        target = shares[name] * n_all
+        if target < 0.5 or len(rest) < 2:
+            continue
+        taken = _carve(rest, target, n_all, classes, cindex, rng, candidates)
+        out[name] = [r for i, r in enumerate(rest) if i in taken]
+        rest = [r for i, r in enumerate(rest) if i not in taken]
+    out[names[0]] = rest
+    if report:
+        warn_split_shape(out, fractions, records, collect)
     return out
+
+
+def _carve(
+    records: list[Record],
+    target: float,
+    n_all: int,
+    classes: list[str],
+    cindex: dict[str, int],
+    rng: np.random.Generator,
+    candidates: int,
+) -> set[int]:
+    """Indices into ``records`` of the groups to carve off, about ``target`` rows (see ``grouped_split``)."""
+    import warnings as _warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    keys = [_group_key(r) for r in records]
+    gnames = sorted(set(keys))
+    if len(gnames) < 2:
+        return set()
+    gidx = {g: i for i, g in enumerate(gnames)}
+    g_of = np.array([gidx[k] for k in keys])
+    counts = np.zeros((len(gnames), len(classes)), dtype=np.int64)  # rows of each class in each group
+    for i, r in enumerate(records):
+        for lab in r.labels:
+            counts[g_of[i], cindex[lab]] += 1
+    sizes = np.bincount(g_of, minlength=len(gnames))
+    present = counts.sum(0) > 0
+    spread = (counts > 0).sum(0) >= 2  # classes that can sit on both sides
+    y = np.array([_primary_label(r) for r in records])
+    k = int(np.clip(round(len(records) / max(target, 1.0)), 2, len(gnames)))
+    scored: dict[bytes, tuple[float, np.ndarray]] = {}
+    for _ in range(candidates):
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(rng.integers(2**31)))
+        with _warnings.catch_warnings():  # "least populated class has fewer members than n_splits"
+            _warnings.simplefilter("ignore", UserWarning)
+            folds = [np.unique(g_of[te]) for _, te in splitter.split(np.zeros(len(y)), y, g_of)]
+        # StratifiedGroupKFold only shuffles groups of equal class mix, so with distinct groups its folds
+        # barely change; random prefixes of a shuffled group order add candidates of the target size.
+        perm = rng.permutation(len(gnames))
+        j = int(np.searchsorted(np.cumsum(sizes[perm]), target))
+        folds += [perm[:i] for i in (j, j + 1) if 0 < i < len(gnames)]
+        for groups in folds:
+            mask = np.zeros(len(gnames), dtype=bool)
+            mask[groups] = True
+            taken_counts = counts[mask].sum(0)
+            left_counts = counts[~mask].sum(0)
+            score = abs(sizes[mask].sum() - target) / n_all
+            score += 10.0 * int(np.sum(present & (left_counts == 0)))  # train keeps every class
+            score += 0.1 * int(np.sum(spread & (taken_counts == 0)))  # val/test hold every class they can
+            scored.setdefault(mask.tobytes(), (score, mask))
+    # The seed picks among the candidates within 1 point of the best (same classes kept): with a few
+    # lumpy groups the best is often unique, but where several are about as good, seeds must move the split.
+    best_score = min(sc for sc, _ in scored.values())
+    near = [m for sc, m in sorted(scored.values(), key=lambda t: t[0]) if sc <= best_score + 0.01]
+    best = near[int(rng.integers(len(near)))]
+    return {i for i, g in enumerate(g_of) if best[g]}
+
+
+def warn_split_shape(
+    splits: dict[str, list[Record]],
+    fractions: dict[str, float],
+    records: list[Record],
+    collect: Optional[list[str]] = None,
+) -> None:
+    """Warn when a grouped split is more than 5 points off its row share, or lacks a class of the data."""
+    n = len(records)
+    if not n:
+        return
+    total = sum(fractions.values())
+    shares = {k: v / total for k, v in fractions.items()}
+    classes = sorted({lab for r in records for lab in r.labels})
+    problems = []
+    for name, recs in splits.items():
+        got = len(recs) / n
+        if abs(got - shares.get(name, 0.0)) > 0.05 + 1e-9:
+            problems.append(f"{name} has {got:.1%} of the rows for a share of {shares.get(name, 0):.1%}")
+        if recs:
+            missing = set(classes) - {lab for r in recs for lab in r.labels}
+            if missing:
+                problems.append(f"{name} lacks class(es) {sorted(missing)[:5]}")
+    if problems:
+        n_groups = len({_group_key(r) for r in records})
+        warn(
+            f"grouped split of {n} rows in {n_groups} groups: "
+            + "; ".join(problems)
+            + " (groups are indivisible: more, smaller groups give closer shares)",
+            collect,
+        )
 
 
 # --- input checks shared by the readers -------------------------------------------------------------------
@@ -295,7 +471,12 @@ __all__ = [
     "Record",
     "Skipped",
     "decode_utf8",
+    "DataWarning",
     "grouped_split",
+    "hint",
     "image_problem",
+    "repo_root",
     "stratified_split",
+    "warn",
+    "warn_split_shape",
 ]

@@ -1,0 +1,131 @@
+"""Checks ``load_dataset`` runs on every dataset after reading: skipped share, empty splits, shared images.
+
+A reader reports each bad input on its own; these look at the result as a whole, where a problem only shows
+in the totals: ``on_error="skip"`` that threw away most of a manifest, a split left empty, or the same
+image file (by content) in train and test.
+
+Example:
+    >>> from mmkit.data import load_dataset
+    >>> ds = load_dataset(DataConfig())  # doctest: +SKIP
+    >>> ds.meta["cross_split_duplicates"]  # doctest: +SKIP
+    {'n_images': 0, 'examples': []}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from mmkit.data.records import DataError, Dataset, hint, warn
+
+SKIP_WARN_SHARE = 0.05  # above this share of skipped inputs, say so prominently
+
+
+def _reason(problem: str) -> str:
+    return problem.split(":")[0].split(" (")[0]
+
+
+def skip_report(ds: Dataset, source: str, threshold: float = SKIP_WARN_SHARE) -> dict:
+    """The share of inputs ``on_error="skip"`` dropped and its most common reasons; a warning above ``threshold``.
+
+    The report goes to ``ds.meta["skip_report"]``; the warning to ``ds.meta["warnings"]`` too.
+    """
+    kept = sum(len(v) for v in ds.splits.values())
+    n = len(ds.skipped)
+    share = n / (n + kept) if n + kept else 0.0
+    reasons = Counter(_reason(s.problem) for s in ds.skipped).most_common()
+    report = {"n_skipped": n, "n_kept": kept, "share": share, "reasons": dict(reasons)}
+    ds.meta["skip_report"] = report
+    if n and share > threshold:
+        top, count = reasons[0]
+        warn(
+            f"{source}: on_error='skip' dropped {share:.0%} of the inputs ({n} of {n + kept}); most common "
+            f"reason: {top} ({count}). See ds.skipped for the list, or {hint('on_error', 'raise')} to stop at "
+            "the first one",
+            ds.meta.setdefault("warnings", []),
+        )
+    return report
+
+
+def require_splits(ds: Dataset, source: str, val_fraction: float) -> None:
+    """Raise ``DataError`` for an empty split, saying how many inputs were skipped and why."""
+    empty = [name for name in ("train", "val", "test") if not ds.splits.get(name)]
+    if not empty:
+        return
+    if empty == ["val"] and val_fraction <= 0:
+        raise DataError(
+            source,
+            None,
+            "val_fraction=0 leaves no validation split, and training selects its epoch on validation",
+            f"{hint('val_fraction', 0.1)}",
+        )
+    reasons = Counter(_reason(s.problem) for s in ds.skipped).most_common(3)
+    why = (
+        f"; {len(ds.skipped)} inputs were skipped ("
+        + ", ".join(f"{r}: {c}" for r, c in reasons)
+        + "), see ds.skipped"
+        if ds.skipped
+        else ""
+    )
+    raise DataError(
+        source,
+        None,
+        f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+        f"({', '.join(f'{k}: {len(v)}' for k, v in ds.splits.items())}){why}",
+        f"fix the inputs that were skipped ({hint('on_error', 'raise')} stops at the first), or check the "
+        "notebook parameters data_root, val_fraction, test_fraction, split_file and split_col (the DataConfig "
+        "fields of the same names)",
+    )
+
+
+def _digest(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cross_split_duplicates(ds: Dataset, source: str, max_examples: int = 10) -> dict:
+    """Image files with the same content in two splits (a leak), reported in a warning and ``ds.meta``.
+
+    Only files whose size matches a file in another split are hashed, so a dataset of distinct images costs
+    one ``stat`` per file. The same path used by two rows of one split is not a leak and is not reported.
+    """
+    by_size: dict[int, dict[str, set[Path]]] = defaultdict(lambda: defaultdict(set))
+    for split, recs in ds.splits.items():
+        for r in recs:
+            try:
+                size = os.stat(r.image_path).st_size
+            except OSError:
+                continue
+            by_size[size][split].add(Path(r.image_path))
+    by_hash: dict[str, dict[str, set[Path]]] = defaultdict(lambda: defaultdict(set))
+    for per_split in by_size.values():
+        if len(per_split) < 2:
+            continue
+        for split, paths in per_split.items():
+            for p in paths:
+                by_hash[_digest(p)][split].add(p)
+    shared = [
+        {split: sorted(map(str, paths)) for split, paths in sorted(per_split.items())}
+        for per_split in by_hash.values()
+        if len(per_split) >= 2
+    ]
+    report = {"n_images": len(shared), "examples": shared[:max_examples]}
+    ds.meta["cross_split_duplicates"] = report
+    if shared:
+        first = shared[0]
+        warn(
+            f"{source}: {len(shared)} images are in more than one split (identical file content), e.g. "
+            + " and ".join(f"{s}: {paths[0]}" for s, paths in first.items())
+            + ". Such test rows measure memory, not generalisation: remove the copies, or group the rows "
+            "(group_col) so that copies share a split; the list is in ds.meta['cross_split_duplicates']",
+            ds.meta.setdefault("warnings", []),
+        )
+    return report
+
+
+__all__ = ["SKIP_WARN_SHARE", "cross_split_duplicates", "require_splits", "skip_report"]
