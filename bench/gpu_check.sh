@@ -60,7 +60,7 @@ step "data";   "$PY" bench/gpu_check.py data   --work "$WORK" $FLAG
 step "stage 1 (AMP, channels_last)"; "$PY" bench/gpu_check.py stage1 --work "$WORK" $FLAG
 
 # torchrun: NCCL on GPUs (gloo in the dry run); world size 1, and 2 where two GPUs are there (in the dry
-# run always, two CPU processes running the worker only)
+# run always: two CPU processes)
 if [ -n "$DRY" ]; then
   SIZES="1 2" BACKBONE=timm:test_resnet IMG=32 BATCH=4 WORKERS=0
 else
@@ -79,14 +79,12 @@ run() {  # run WHAT WORLD LOG CMD...: time one torchrun launch, one JSON line in
 }
 BACKEND=$([ -n "$DRY" ] && echo gloo || echo nccl)
 for n in $SIZES; do
-  if [ -z "$DRY" ] || [ "$n" = 1 ]; then  # the dry run's world of 2 is the worker's alone (time)
-    step "torchrun --nproc_per_node=$n -m mmkit.train"
-    run mmkit.train "$n" "$WORK/ddp$n.log" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" \
-      -m mmkit.train --dataset upmc_food101 --data_root "$WORK/food" --val_fraction 0.2 \
-      --backbone "$BACKBONE" --image_size "$IMG" --batch_size "$BATCH" --copies 2 --num_workers "$WORKERS" \
-      --epochs 1 --out_dir "$WORK/ddp$n"
-  fi
-  if [ "$n" -ge 2 ]; then
+  step "torchrun --nproc_per_node=$n -m mmkit.train"
+  run mmkit.train "$n" "$WORK/ddp$n.log" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" \
+    -m mmkit.train --dataset upmc_food101 --data_root "$WORK/food" --val_fraction 0.2 \
+    --backbone "$BACKBONE" --image_size "$IMG" --batch_size "$BATCH" --copies 2 --num_workers "$WORKERS" \
+    --epochs 1 --out_dir "$WORK/ddp$n"
+  if [ "$n" -ge 2 ] && [ -z "$DRY" ]; then  # the dry run leaves the worker to tests/test_ddp.py (time)
     step "torchrun --nproc_per_node=$n tests/ddp_worker.py (collectives on the collective device, tiny val, bank once)"
     run tests/ddp_worker.py "$n" "$WORK/worker$n.log" "$PY" -m torch.distributed.run --standalone \
       --nproc_per_node="$n" tests/ddp_worker.py --data "$WORK/food" --out "$WORK/worker$n" --epochs 1

@@ -125,7 +125,7 @@ class FusionConfig:
     modality_dropout: float = 0.0
     missing_fill: str = "mean"  # a missing modality becomes its training mean ("mean") or zeros ("zero")
     feature_bank: bool = True  # False: the live path (backbone run every step, trainable per train_blocks)
-    bank_dir: Optional[str] = None  # None: runs/feature_bank under the repo root
+    bank_dir: Optional[str] = None  # None: <out_dir>/feature_bank, or $MMKIT_CACHE/feature_bank when set
     checkpoint: Optional[str] = None  # a stage-1 checkpoint whose backbone stage 2 uses
     compare_heads: bool = True  # also train every other head for the comparison table (bank path)
     hidden: int = 256  # concat-mlp / gated hidden width

@@ -24,7 +24,10 @@ that yields batch dicts and has ``set_epoch(epoch)`` and ``len()``:
 - DDP: under ``torchrun`` (``init_distributed()`` first; gloo on CPU, NCCL on GPU) the model is wrapped in
   DistributedDataParallel; the loaders must be rank-aware (``make_loader(..., distributed=True)``).
   Evaluation scores each rank's shard and gathers them; buffers (BatchNorm statistics) are broadcast from
-  rank 0 before evaluating, so every rank holds identical weights; rank 0 writes the checkpoints.
+  rank 0 before evaluating, so every rank holds identical weights; rank 0 writes the checkpoints. Every
+  tensor a collective sees is placed by ``collective_device`` (the GPU under NCCL); whether to evaluate is
+  decided across ranks (a val split smaller than the world leaves some shards empty); the running loss
+  stays on the device and is read once per epoch (and every ``LOG_EVERY`` steps for the progress bar).
 - ``on_epoch_end(row)`` is called with each epoch's history row (live plots; raising stops the run).
 
 Stage 2 example (a fusion model over cached features):

@@ -351,8 +351,16 @@ class AugmentationExplorer:
     def __init__(self, ds, split, preset, copies, n_samples, image_size, seed, model, save_dir):
         import ipywidgets as W
 
-        from mmkit.augment import PRESETS
+        from mmkit.augment import PRESETS, build_preset
 
+        start: dict[str, float] = {}
+        if preset not in PRESETS:  # a preset file: start from its preset and strengths
+            loaded = build_preset(preset, image_size)
+            if loaded.name not in PRESETS:
+                raise ValueError(
+                    f"{preset}: the explorer moves the strengths of {sorted(PRESETS)}, not {loaded.name!r}"
+                )
+            preset, start = loaded.name, dict(loaded.params)
         self.ds, self.split, self.n_samples, self.image_size, self.model = (
             ds, split, n_samples, image_size, model,
         )  # fmt: skip
@@ -380,7 +388,7 @@ class AugmentationExplorer:
         self.reseed.on_click(self._on_reseed)
         self.resample.on_click(self._on_resample)
         self.save.on_click(self._on_save)
-        self._make_sliders(preset)
+        self._make_sliders(preset, start)
         row1 = W.HBox([self.choose, self.copies, self.seed, self.epoch])
         row2 = W.HBox([self.reseed, self.resample, self.path, self.save])
         self.controls = W.VBox([row1, row2, self.sliders, self.message])
@@ -390,13 +398,13 @@ class AugmentationExplorer:
     def params(self) -> dict[str, float]:
         return {s.description: s.value for s in self.sliders.children}
 
-    def _make_sliders(self, name: str) -> None:
+    def _make_sliders(self, name: str, values: Optional[dict[str, float]] = None) -> None:
         import ipywidgets as W
 
         from mmkit.augment import PARAM_RANGES, preset_params
 
         items = []
-        for k, v in preset_params(name).items():
+        for k, v in {**preset_params(name), **(values or {})}.items():
             lo, hi, step, _ = PARAM_RANGES[k]
             s = W.FloatSlider(
                 value=float(v), min=lo, max=hi, step=step, description=k, continuous_update=False
@@ -446,6 +454,7 @@ class AugmentationExplorer:
         except (OSError, ValueError) as err:
             self.message.value = f"<b>cannot save:</b> {html.escape(str(err))}"
             return
+        path = path.resolve()  # JupyterLab runs a notebook in its own folder: say where exactly
         self.message.value = (
             f"saved <code>{html.escape(str(path))}</code>: pass <code>preset={html.escape(repr(str(path)))}"
             "</code> to notebooks 03-05"

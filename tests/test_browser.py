@@ -240,7 +240,18 @@ def _open(driver, lab: Lab, name: str, shots: Path) -> None:
 
 def _run_all(driver, lab: Lab, name: str, shots: Path, timeout: float) -> None:
     _open(driver, lab, name, shots)
-    _menu(driver, "Run", "Run All Cells")
+
+    def started() -> bool:
+        return any(p.strip().strip(":").strip("[]") for p in _prompts(driver))  # "[*]" or "[1]", not "[ ]"
+
+    for _ in range(3):  # "Run All Cells" is greyed out until the page has the notebook's kernel: retry
+        _menu(driver, "Run", "Run All Cells")
+        deadline = time.time() + 15
+        while time.time() < deadline and not started():
+            time.sleep(0.5)
+        if started():
+            break
+        driver.find_element("tag name", "body").send_keys("\ue00c")  # Escape: close a menu left open
 
     def done() -> bool:
         _accept_kernel_dialog(driver)

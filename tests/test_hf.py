@@ -80,3 +80,12 @@ def test_no_such_dataset_names_the_parameter(tmp_path, monkeypatch):
         read_hf(str(tmp_path / "nope" / "x"))
     with pytest.raises(ValueError, match=r"needs hf_dataset"):
         load_dataset(DataConfig(dataset="hf"))
+
+
+def test_image_cache_follows_mmkit_cache(tmp_path, monkeypatch):
+    from mmkit.data.manifest import default_image_cache
+
+    monkeypatch.delenv("MMKIT_CACHE", raising=False)
+    assert default_image_cache().parts[-2:] == ("data", "image_cache")
+    monkeypatch.setenv("MMKIT_CACHE", str(tmp_path / "cache"))
+    assert default_image_cache() == tmp_path / "cache" / "image_cache"

@@ -8,6 +8,7 @@ import nbformat
 from nbconvert import HTMLExporter
 from notebook_checks import check_reads_well, widget_outputs
 
+from mmkit.augment import save_preset
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.data import load_dataset
 from mmkit.run import execute_notebook
@@ -21,21 +22,23 @@ def test_notebook02_smoke(repo_root, tmp_path):
         ds, ModelConfig("timm:test_resnet"), TrainConfig(epochs=1, lr=0.05), AugmentConfig(image_size=32, batch_size=32),
         out_dir=tmp_path / "s1",
     )  # fmt: skip
+    # the preset: a file the explorer saved (food, stronger jitter), which every notebook's preset takes
+    preset = str(save_preset("food", tmp_path / "preset_food.json", image_size=64, jitter=0.5))
     out = tmp_path / "out"
     metrics = execute_notebook(
         repo_root / "notebooks" / "02_augmentations.ipynb",
         out,
-        {"data_root": str(food), "preset": "food", "checkpoint": str(s1.checkpoint)},
+        {"data_root": str(food), "preset": preset, "checkpoint": str(s1.checkpoint)},
         smoke=True,
     )
-    assert metrics["preset"] == "food" and metrics["copies"] == 3 and metrics["image_size"] == 64
+    assert metrics["preset"] == preset and metrics["copies"] == 3 and metrics["image_size"] == 64
     assert metrics["batch_image_shape"] == [8 * 3, 3, 64, 64]
     n_train = metrics["views_per_epoch"] // 3
     assert metrics["batches_per_epoch"] == -(-n_train // 8)
     assert metrics["reproducible"] is True and metrics["epoch_changes_views"] is True
     # copies of a sample really differ, under every preset
     assert metrics["copy_pixel_diff"] > 1.0 and metrics["sample_pixel_diff"] > 1.0
-    assert set(metrics["preset_copy_pixel_diff"]) == {"seed", "light", "food", "ultrasound"}
+    assert set(metrics["preset_copy_pixel_diff"]) == {"seed", "light", "food", "ultrasound", preset}
     assert all(v > 1.0 for v in metrics["preset_copy_pixel_diff"].values())
     for name in metrics["figures"]:
         assert (out / name).stat().st_size > 1000
@@ -49,7 +52,7 @@ def test_notebook02_smoke(repo_root, tmp_path):
     }
     assert all(0.0 <= r["agreement"] <= 1.0 and r["views"] > 0 for r in agreement)
     config = json.loads((out / "config.json").read_text())
-    assert config["AugmentConfig"]["preset"] == "food" and config["AugmentConfig"]["n_samples"] == 3
+    assert config["AugmentConfig"]["preset"] == preset and config["AugmentConfig"]["n_samples"] == 3
 
     nb = check_reads_well(out / "02_augmentations.ipynb")
     explorer = next(c for c in nb.cells if "augmentation_explorer(" in c.source and "import" not in c.source)

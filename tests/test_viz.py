@@ -126,6 +126,8 @@ def test_explorer_saves_the_preset_it_shows(toy, tmp_path):
     assert path.is_file() and str(path) in panel.message.value
     saved = build_preset(str(path), 32)
     assert saved.params == panel.params and saved.params["gamma"] == 0.95
+    reopened = _explorer(toy, preset=str(path))  # the explorer starts from a preset file's strengths
+    assert reopened.choose.value == "ultrasound" and reopened.params == panel.params
     shown = preview(toy, "train", [0, 1], "ultrasound", copies=2, image_size=32, seed=0, **panel.params)
     assert np.array_equal(preview(toy, "train", [0, 1], str(path), copies=2, image_size=32, seed=0), shown)
 

@@ -57,8 +57,11 @@ _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
 
 
 def default_image_cache() -> Path:
-    """Where images stored as bytes are written as files when ``image_cache`` is None."""
-    return repo_root() / "data" / "image_cache"
+    """Where images stored as bytes are written as files when ``image_cache`` is None:
+    ``$MMKIT_CACHE/image_cache`` when the environment sets ``MMKIT_CACHE`` (the one cache folder mmkit's
+    feature banks use too), else ``<repo>/data/image_cache`` beside the synthetic data."""
+    cache = os.environ.get("MMKIT_CACHE")
+    return Path(cache) / "image_cache" if cache else repo_root() / "data" / "image_cache"
 
 
 def _plain(value: Any) -> Any:

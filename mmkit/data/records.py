@@ -335,7 +335,10 @@ def _carve(
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(rng.integers(2**31)))
         with _warnings.catch_warnings():  # "least populated class has fewer members than n_splits"
             _warnings.simplefilter("ignore", UserWarning)
-            folds = [np.unique(g_of[te]) for _, te in splitter.split(np.zeros(len(y)), y, g_of)]
+            try:
+                folds = [np.unique(g_of[te]) for _, te in splitter.split(np.zeros(len(y)), y, g_of)]
+            except ValueError:  # every class has fewer than k rows: it refuses; the prefixes below remain
+                folds = []
         # StratifiedGroupKFold only shuffles groups of equal class mix, so with distinct groups its folds
         # barely change; random prefixes of a shuffled group order add candidates of the target size.
         perm = rng.permutation(len(gnames))
