@@ -7,8 +7,9 @@
 - seed: the published notebooks' way: the "frozen" backbone left in train mode with gradients, recomputed
   every step on fresh augmentations; only the head is optimised (BatchNorm statistics drift meanwhile).
 
-All three train the same head (concat-linear) with the same optimiser, schedule, epochs, seed and
-out-of-fold text features, and are scored on the test split after selection on validation (the seed's way
+All three start from the same backbone weights (the stage-1 checkpoint fine-tuned first, or the same
+random init with ``--stage1-epochs 0``) and train the same head (concat-linear) with the same optimiser,
+schedule, epochs, seed and out-of-fold text features, and are scored on the test split after selection on validation (the seed's way
 gets the same selection, for a like-for-like accuracy). Epoch time is the mean wall time of a training
 epoch (no evaluation). Results go to ``bench/results/stage2.json``.
 
@@ -64,6 +65,7 @@ def main() -> None:
     from mmkit.features import build_feature_bank, load_backbone
     from mmkit.heads import FusionModel, feature_stats, make_head
     from mmkit.metrics import compute_metrics
+    from mmkit.seeding import derive_seed
     from mmkit.stage2 import LiveLoader, Stage2Model, predict, train_stage2
     from mmkit.text import compute_text_features
 
@@ -138,12 +140,11 @@ def main() -> None:
         print("live_frozen", results["live_frozen"], flush=True)
 
     # --- the seed's way: backbone in train mode with gradients, recomputed every step --------------------
-    module = load_backbone(args.backbone, None, None, args.seed, args.image_size)[
-        0
-    ]  # same weights as the bank's
+    # the same stage-1 checkpoint as the bank and live rows: only the way stage 2 runs it differs
+    module = load_backbone(args.backbone, None, checkpoint, args.seed, args.image_size)[0]
     text_stats = feature_stats(torch.from_numpy(text.lookup("train", ds.ids("train"))))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
+        torch.manual_seed(derive_seed(args.seed, "heads"))  # as train_stage2 does
         head = make_head("concat-linear", module.num_features, text.dim, ds.num_classes)
     model = Stage2Model(FusionModel(head, image_stats, text_stats), backbone=module)
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=0.3)  # only the head is optimised
@@ -174,7 +175,7 @@ def main() -> None:
         model.train()  # the seed's defect: the backbone's BatchNorm keeps updating its statistics
         t0 = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed * 1_000_003 + epoch)
+            torch.manual_seed(derive_seed(args.seed, "seed_way", epoch))
             for batch in loaders["train"]:
                 loss = loss_fn(model(batch), batch["label"])
                 model.zero_grad(set_to_none=True)
@@ -202,6 +203,9 @@ def main() -> None:
     speedup = results["seed"]["epoch_s"] / results["bank"]["epoch_s"]
     payload = {
         "benchmark": "stage 2: feature bank vs the seed's way (backbone in train mode with gradients every step)",
+        "backbone_weights": "stage-1 checkpoint, shared by all three rows"
+        if checkpoint
+        else "the same random init",
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "data": {"dataset": "synthetic_food101", **ds.summary()},
         "results": results,

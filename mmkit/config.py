@@ -130,6 +130,10 @@ class FusionConfig:
     compare_heads: bool = True  # also train every other head for the comparison table (bank path)
     hidden: int = 256  # concat-mlp / gated hidden width
     projection: str = "pca"  # 2-D view of the fused features: pca | tsne
+    # K > 1: cross-fitting. K stage-1 backbones, each fine-tuned on K-1 folds of train, encode their held-out
+    # fold into the bank's training rows (val/test: the backbone fine-tuned on all of train); the text's
+    # out-of-fold logits then use the same K folds. 1: one backbone for every row (the published recipe).
+    stage1_folds: int = 1
 
 
 @dataclass
@@ -142,6 +146,10 @@ class ReproduceConfig:
     stage2_lr: float = 0.01
     stage2_weight_decay: float = 0.3  # AdamW on the fusion heads (the features are few; the heads overfit)
     view_ablation: bool = True  # fpus23: repeat the text rows without the view field
+    # The row the verdict tests, named before the run; None: the paper's (M=copies, all blocks, the `head`).
+    proposed: Optional[str] = None
+    seeds: Optional[list] = None  # run these seeds (e.g. [3] for one job of a grid); None: n_seeds from seed
+    n_boot: int = 1000  # bootstrap resamples of the verdict's confidence interval
 
 
 def parse_value(text: str) -> Any:

@@ -120,23 +120,31 @@ def run_fusion_experiment(
         fallback={"backbone": getattr(backbone, "name", None) or type(backbone).__name__} if backbone is not None else None,
     )  # fmt: skip
     train = resolve_select_on(train, dataset)
+    fold_of = _cross_fit_folds(dataset, fusion, train.seed)
     table, encoder = compute_text_features(
         dataset,
         text.text_encoder,
         features=text.text_features,
         folds=text.text_folds,
         seed=train.seed,
+        fold_of=fold_of,  # cross-fitting: the text's out-of-fold logits hold out the same rows as stage 1
         **(text.text_options or {}),
     )
     bank, module = None, None
     source = backbone if backbone is not None else model.backbone
     if fusion.feature_bank:
-        bank = build_feature_bank(
-            dataset, source, pretrained=model.pretrained, checkpoint=fusion.checkpoint, preset=augment.preset,
-            views=fusion.bank_views, image_size=augment.image_size, seed=augment.seed,
-            batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or default_bank_dir(out),
-            device=device, num_workers=augment.num_workers,
-        )  # fmt: skip
+
+        def bank_of(ds: Any, checkpoint: Optional[str]) -> Any:
+            return build_feature_bank(
+                ds, source, pretrained=model.pretrained, checkpoint=checkpoint, preset=augment.preset,
+                views=fusion.bank_views, image_size=augment.image_size, seed=augment.seed,
+                batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or default_bank_dir(out),
+                device=device, num_workers=augment.num_workers,
+            )  # fmt: skip
+
+        bank = bank_of(dataset, fusion.checkpoint)
+        if fold_of is not None:
+            bank = _cross_fitted(dataset, fold_of, fusion, bank, bank_of, out, resume, device)
     else:
         module = backbone_module(
             source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size
@@ -186,6 +194,50 @@ def run_fusion_experiment(
         dataset, table, encoder, bank, results, baselines, fusion.head, missing, settings,
         image_backbone=backbone if bank is not None else None,
     )  # fmt: skip
+
+
+def _cross_fit_folds(dataset: Any, fusion: FusionConfig, seed: int) -> Any:
+    """The fold of each training record when cross-fitting (``stage1_folds`` > 1), else None."""
+    if fusion.stage1_folds <= 1:
+        return None
+    if fusion.checkpoint is None or not fusion.feature_bank:
+        raise ValueError(
+            f"stage1_folds={fusion.stage1_folds} cross-fits the stage-1 backbone: it needs the stage-1 "
+            "checkpoint (checkpoint=..., e.g. notebook 03's best.pt) and the feature bank (feature_bank=True); "
+            "or set stage1_folds=1"
+        )
+    from mmkit.folds import assign_folds
+
+    y = dataset.targets("train")
+    return assign_folds(dataset.records("train"), fusion.stage1_folds, seed, y if y.ndim == 1 else None)
+
+
+def _cross_fitted(dataset, fold_of, fusion, full_bank, bank_of, out, resume, device) -> Any:
+    """The bank whose training rows come from K backbones fine-tuned as ``fusion.checkpoint`` was (its
+    ``config.json``: model, train and augment settings of ``train_stage1``), each without one fold."""
+    import json
+    import tempfile
+
+    from mmkit.crossfit import cross_fit_stage1, cross_fitted_bank
+
+    recipe = Path(fusion.checkpoint).parent / "config.json"
+    if not recipe.exists():
+        raise FileNotFoundError(
+            f"{recipe}: stage1_folds={fusion.stage1_folds} retrains stage 1 with the recipe saved beside the "
+            "checkpoint by train_stage1 (notebook 03), and there is none; pass a checkpoint notebook 03 wrote, "
+            "or set stage1_folds=1"
+        )
+    saved = json.loads(recipe.read_text())
+    stage1 = (
+        ModelConfig(**saved["ModelConfig"]),
+        TrainConfig(**saved["TrainConfig"]),
+        AugmentConfig(**saved["AugmentConfig"]),
+    )
+    where = out / "stage1_crossfit" if out is not None else Path(tempfile.mkdtemp(prefix="mmkit_crossfit_"))
+    fits = cross_fit_stage1(dataset, fold_of, *stage1, out_dir=where, resume=resume, device=device)
+    bank = cross_fitted_bank(dataset, fold_of, [f.checkpoint for f in fits], full_bank, bank_of)
+    bank.meta["fold_fits"] = [{"fold": f.fold, "seconds": f.seconds, "n_train": f.n_train} for f in fits]
+    return bank
 
 
 __all__ = ["FusionExperiment", "headline_keys", "run_fusion_experiment"]

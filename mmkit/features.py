@@ -48,6 +48,7 @@ from torch import nn
 
 from mmkit.heads import modality_dropout_masks
 from mmkit.progress import progress
+from mmkit.seeding import derive_seed, torch_generator
 
 BANK_VERSION = 2  # bump when the bank's layout or the way features are computed changes
 SPLITS = ("train", "val", "test")
@@ -220,7 +221,7 @@ def _create_backbone(
         if module is not None:
             return module
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(derive_seed(seed, "backbone_init"))  # the init stage 1 of this seed starts from
         source = str(checkpoint) if checkpoint is not None else pretrained
         return create_backbone(name, pretrained=source, image_size=image_size)
 
@@ -509,8 +510,8 @@ def build_feature_bank(
         per_batch = max(1, batch_size // views)
         loaders = {
             "train views": make_loader(
-                dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size, seed=seed,
-                num_workers=num_workers, shuffle=False,
+                dataset, "train", per_batch, copies=views, preset=preset, image_size=image_size,
+                seed=derive_seed(seed, "bank_views"), num_workers=num_workers, shuffle=False,
             ),
             # The eval view of every split, in order; for "train" too (statistics, projections), where
             # augment and shuffle would otherwise default to on.
@@ -623,7 +624,7 @@ class BankLoader:
         return len(self.ids)
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch_generator(self.seed, "bank_batches", self.epoch)
         n = len(self.ids)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         for b in range(len(self)):

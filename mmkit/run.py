@@ -11,6 +11,9 @@ error and the path of the executed notebook first, then the end of that cell's t
 ``mmkit demo --out runs/demo`` generates the synthetic data and runs notebooks 01 -> 05 in order, handing the
 stage-1 checkpoint on to the notebooks that take one, then prints the comparison table.
 
+``mmkit gather RUN_DIR... --out DIR`` merges runs of notebook 05 made as separate jobs (``-p seeds [S]``, one
+seed per job: a SLURM array, submitit) into one table, figure and verdict (``mmkit.reproduce.gather``).
+
 Example:
     >>> parse_value("3"), parse_value("0.5"), parse_value("None"), parse_value("none"), parse_value("timm:test_resnet")
     (3, 0.5, None, 'none', 'timm:test_resnet')
@@ -203,6 +206,28 @@ def run_demo(out: str | Path, smoke: bool = False) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _add_gather_command(sub: Any) -> None:
+    gather = sub.add_parser(
+        "gather", help="merge runs of notebook 05 (e.g. one seed per job) into one table, figure and verdict"
+    )
+    gather.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="out folders of `mmkit run 05 -p seeds [S]`"
+    )
+    gather.add_argument("--out", required=True, help="folder for the merged comparison and metrics.json")
+    gather.set_defaults(func=_gather_command)
+
+
+def _gather_command(args: argparse.Namespace) -> int:
+    """``mmkit gather RUN_DIR... --out DIR``: notebook 05's jobs merged as if one run had done every seed."""
+    from mmkit.reproduce import gather
+
+    results = gather(args.runs, args.out)
+    out = Path(args.out)
+    print((out / "comparison.md").read_text())
+    print(f"{out / 'metrics.json'}: {len(results['seeds'])} seeds from {len(args.runs)} runs")
+    return 0
+
+
 def _add_predict_parser(sub: Any) -> None:
     predict = sub.add_parser("predict", help="predict a manifest with a saved model (notebook 04's model/)")
     predict.add_argument(
@@ -272,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("notebook")
     params.set_defaults(func=_cmd_params)
     _add_predict_parser(sub)
+    _add_gather_command(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from mmkit.config import AugmentConfig, FusionConfig, TrainConfig
 from mmkit.heads import FusionModel, feature_stats, make_head, modality_dropout_masks
+from mmkit.seeding import derive_seed, torch_generator
 
 
 class Stage2Model(nn.Module):
@@ -85,7 +86,7 @@ class LiveLoader:
         return self.loader.num_samples
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7)
+        gen = torch_generator(self.seed, "live_batches", self.epoch)
         for batch in self.loader:
             batch["text_features"] = torch.from_numpy(self.text.lookup(self.split, batch["id"])).float()
             if self.modality_dropout > 0:
@@ -225,7 +226,7 @@ def train_stage2(
         image_dim = int(backbone.num_features)
     text_train = torch.from_numpy(text.lookup("train", dataset.ids("train")))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(train.seed)  # the head's init depends on the seed only
+        torch.manual_seed(derive_seed(train.seed, "heads"))  # the head's init depends on the seed only
         head_module = make_head(head, image_dim, text.dim, dataset.num_classes, hidden=fusion.hidden)
     model = Stage2Model(
         FusionModel(head_module, image_stats, feature_stats(text_train), fusion.missing_fill),

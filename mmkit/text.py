@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmkit.folds import assign_folds, fold_indices, fold_splits  # noqa: F401  (fold_indices re-exported)
+from mmkit.seeding import derive_seed
 from mmkit.text_base import (  # noqa: F401  (re-exported: mmkit.text.TextEncoder, ...)
     EmbeddingEncoder,
     LinearProbe,
@@ -342,34 +344,6 @@ def _factory(encoder: EncoderSpec, options: dict[str, Any]) -> Callable[[], Text
     return lambda: make_text_encoder(encoder, **options)
 
 
-def fold_indices(
-    n: int, folds: int, seed: int, y: Optional[np.ndarray] = None, groups: Optional[Sequence] = None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k-fold (train, held-out) index pairs: stratified when every class has ``folds`` rows, grouped when
-    ``groups`` is given (no group on both sides)."""
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
-
-    if folds < 2:
-        raise ValueError(f"out-of-fold stacking needs folds >= 2, got {folds}")
-    X = np.zeros((n, 1))
-    stratify = y is not None and y.ndim == 1 and np.bincount(y).min(initial=folds) >= folds
-    if groups is not None:
-        n_groups = len(set(groups))
-        if n_groups < folds:
-            raise ValueError(f"{n_groups} groups cannot make {folds} folds; lower text_folds")
-        if stratify:
-            splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-            return list(splitter.split(X, y, groups))
-        # GroupKFold(shuffle=) needs scikit-learn >= 1.6: shuffle the groups by relabelling them instead
-        # (it balances fold sizes by group size, breaking ties by label), which works on every version
-        _, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
-        relabel = np.random.default_rng(seed).permutation(inverse.max() + 1)[inverse]
-        return list(GroupKFold(folds).split(X, groups=relabel))
-    if stratify:
-        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y))
-    return list(KFold(folds, shuffle=True, random_state=seed).split(X))
-
-
 def out_of_fold_logits(
     encoder: EncoderSpec,
     texts: Sequence[str],
@@ -379,9 +353,13 @@ def out_of_fold_logits(
     groups: Optional[Sequence] = None,
     classes: Optional[Sequence] = None,
     embeddings: Optional[np.ndarray] = None,
+    fold_of: Optional[np.ndarray] = None,
     **options: Any,
 ) -> np.ndarray:
     """Logits for every row from a model that never saw that row (nor its group): k-fold stacking.
+
+    ``fold_of`` (the fold of each row, ``mmkit.folds.assign_folds``) fixes the folds, e.g. to those of a
+    cross-fitted stage 1; otherwise ``folds`` folds are drawn from the ``"folds"`` stream of ``seed``.
 
     ``encoder`` is a name for ``make_text_encoder`` (with ``options``) or a callable returning a fresh
     unfitted encoder. Row i of the result belongs to ``texts[i]``. For a frozen embedder ``embeddings``
@@ -395,7 +373,12 @@ def out_of_fold_logits(
     texts = _as_texts(texts)
     y, classes, _ = encode_labels(labels, classes)
     make = _factory(encoder, {**options, "classes": classes} if isinstance(encoder, str) else options)
-    splits = fold_indices(len(texts), folds, seed, y, groups)
+    if fold_of is not None:
+        if len(fold_of) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(fold_of)} fold assignments")
+        splits = fold_splits(np.asarray(fold_of))
+    else:
+        splits = fold_indices(len(texts), folds, derive_seed(seed, "folds"), y, groups)
     out: Optional[np.ndarray] = None
     covered = np.zeros(len(texts), dtype=np.int64)
     probe_owner = make()
@@ -512,13 +495,16 @@ def compute_text_features(
     folds: int = 5,
     seed: int = 0,
     splits: Sequence[str] = ("train", "val", "test"),
+    fold_of: Optional[np.ndarray] = None,
     **options: Any,
 ) -> tuple[TextFeatures, TextEncoder]:
     """Text features of every split of ``dataset`` keyed by id, plus the encoder fitted on all train rows.
 
     ``features``: "logits" (class logits; training rows out-of-fold), "embedding" (a frozen embedder's
-    label-free vectors, no folds needed) or "auto" (the encoder's ``kind``). Folds are grouped by
-    ``Record.group`` when records carry one (FPUS23 streams).
+    label-free vectors, no folds needed) or "auto" (the encoder's ``kind``). The folds are
+    ``mmkit.folds.assign_folds`` of the training records (grouped by ``Record.group`` when records carry
+    one, by image when images repeat), the same folds a cross-fitted stage 1 of this ``seed`` uses, or
+    ``fold_of`` when given. ``seed`` is the root seed: the encoders get its ``"text"`` stream.
 
     Example:
         >>> # feats, enc = compute_text_features(ds, "tfidf", folds=5)
@@ -527,7 +513,7 @@ def compute_text_features(
     train = dataset.records("train")
     texts, ids = [r.text for r in train], [r.id for r in train]
     labels = dataset.targets("train")
-    options = {"seed": seed, **options}
+    options = {"seed": derive_seed(seed, "text"), **options}
 
     def make() -> TextEncoder:  # the full encoder and every fold's are built alike
         return make_text_encoder(encoder, classes=list(dataset.classes), **options)
@@ -538,7 +524,6 @@ def compute_text_features(
         raise ValueError(f"features must be 'auto', 'logits' or 'embedding', got {features!r}")
     if kind == "embedding" and not isinstance(full, EmbeddingEncoder):
         raise ValueError(f"{encoder} is a classifier: its features are logits; use features='logits'")
-    groups = [r.group for r in train] if any(r.group is not None for r in train) else None
     table = TextFeatures(
         encoder=encoder, kind=kind, out_of_fold=kind == "logits", classes=list(dataset.classes)
     )
@@ -559,15 +544,15 @@ def compute_text_features(
         bar.set_postfix_str(f"{split} (out-of-fold)" if split == "train" and kind == "logits" else split)
         recs = dataset.records(split)
         if split == "train" and kind == "logits":
+            if fold_of is None:
+                fold_of = assign_folds(train, folds, seed, labels if labels.ndim == 1 else None)
             oof = out_of_fold_logits(
                 make,
                 texts,
                 labels,
-                folds=folds,
-                seed=seed,
-                groups=groups,
                 classes=list(dataset.classes),
                 embeddings=train_embeddings,
+                fold_of=fold_of,
             )
             table.add(split, ids, oof)
         elif split == "train" and recs:  # embedding features of the training rows: embedded above

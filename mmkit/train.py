@@ -64,6 +64,7 @@ from torch import nn
 from mmkit.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from mmkit.metrics import compute_metrics, selection_value
 from mmkit.progress import progress
+from mmkit.seeding import derive_seed
 
 Forward = Callable[[nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
 LOG_EVERY = 25  # optimiser steps between progress-bar loss updates (each one reads the loss off the GPU)
@@ -524,7 +525,7 @@ def stage1_loaders(
             copies=augment.copies,
             preset=augment.preset,
             image_size=augment.image_size,
-            seed=seed,
+            seed=derive_seed(seed, "stage1"),  # the root seed's stage-1 stream (the bank draws its own)
             num_workers=augment.num_workers,
             distributed=distributed or None,
         )
@@ -537,7 +538,7 @@ def build_stage1(dataset: Any, model: ModelConfig, augment: AugmentConfig, seed:
     from mmkit.models import ImageClassifier, apply_layer_policy, create_backbone
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the same init on every rank and every run of this seed
+        torch.manual_seed(derive_seed(seed, "backbone_init"))  # the same init on every rank and every run
         backbone = create_backbone(model.backbone, pretrained=model.pretrained, image_size=augment.image_size)
         classifier = ImageClassifier(backbone, len(dataset.classes))
     return apply_layer_policy(classifier, model.train_blocks)

@@ -249,6 +249,29 @@ def test_frozen_embedder_embeds_each_text_once(tmp_path, monkeypatch, features):
         assert np.allclose(feats.values["val"], enc.predict_logits([r.text for r in ds.records("val")]))
 
 
+def test_one_fold_assignment_for_text_and_stage1():
+    # compute_text_features draws its folds with mmkit.folds.assign_folds (the seed's "folds" stream): passing
+    # that assignment explicitly changes nothing, and a repeated image keeps its rows in one fold.
+    from pathlib import Path
+
+    from mmkit.data import Dataset, Record
+    from mmkit.folds import assign_folds, fold_groups
+
+    recs = [
+        Record(f"r{i}", Path(f"img{i // 2}.jpg"), f"{'apple' if i % 4 < 2 else 'pear'} {i}", "ab"[i % 4 // 2])
+        for i in range(24)
+    ]
+    ds = Dataset("t", ["a", "b"], {"train": recs, "val": [], "test": []})
+    assert fold_groups(recs) == [str(r.image_path) for r in recs]  # no groups, repeated images: by image
+    fold_of = assign_folds(recs, 3, seed=5, y=ds.targets("train"))
+    for i in range(0, 24, 2):
+        assert fold_of[i] == fold_of[i + 1]  # the two captions of one image never straddle a fold
+    a, _ = compute_text_features(ds, "tfidf", folds=3, seed=5)
+    b, _ = compute_text_features(ds, "tfidf", folds=3, seed=5, fold_of=fold_of)
+    np.testing.assert_array_equal(a.values["train"], b.values["train"])
+    assert not np.array_equal(fold_of, assign_folds(recs, 3, seed=6, y=ds.targets("train")))
+
+
 def test_grouped_folds_shuffle_by_seed_without_groupkfold_shuffle(monkeypatch):
     # GroupKFold(shuffle=True) exists only from scikit-learn 1.6 (pyproject allows 1.3): never pass it
     import sklearn.model_selection as ms
