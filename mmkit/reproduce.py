@@ -290,7 +290,7 @@ class _Grid:
                 model_from_stage2(
                     result, self._shared(seed)["text"][1], augment=replace(self.augment, seed=seed, copies=copies),
                     fusion=self.fusion, model=replace(self.model, train_blocks=keep[1]), text_kind=table.kind,
-                    bank=bank, checkpoint=keep[0],
+                    bank=bank, checkpoint=keep[0], text_cleaning=ds.meta.get("text_cleaning"),
                 ),
                 self.out / "model",
             )  # fmt: skip

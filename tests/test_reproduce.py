@@ -102,6 +102,8 @@ def test_notebook05_smoke(tmp_path):
 
     model = load_model(tmp_path / "model")
     ds = load_dataset(DataConfig())  # the notebook's default dataset
+    # `mmkit predict` cleans manifest texts as this dataset's reader cleaned the training texts
+    assert model.preprocess["text_cleaning"] == ds.meta["text_cleaning"] == "food101_title"
     recs = ds.records("test")
     probs = model.predict([r.image_path for r in recs], [r.text for r in recs])
     accuracy = float((probs.argmax(1) == ds.targets("test")).mean())
