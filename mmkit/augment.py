@@ -28,7 +28,10 @@ import io
 import json
 import logging
 import math
+import os
 import random
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -583,14 +586,8 @@ def draw_views(
     image: np.ndarray, preset: Preset, copies: int, seed: int, epoch: int, index: int, train: bool = True
 ) -> list[np.ndarray]:
     """The ``copies`` views of one decoded image, exactly as the loader makes them."""
-    if not train:
-        return [preset.eval(image=image)["image"]]
-    base = preset.pre(image=image)["image"]
-    views = []
-    for c in range(copies):
-        preset.train.set_random_state(*view_rng(seed, epoch, index, c))
-        views.append(preset.train(image=base)["image"])
-    return views
+    base = (preset.pre if train else preset.eval)(image=image)["image"]
+    return _views_from(base, preset, copies, seed, epoch, index, train)
 
 
 def preview(
@@ -643,16 +640,154 @@ def copy_stats(views: np.ndarray) -> dict[str, float]:
     }
 
 
+def _decode_error(rec: Any, index: int, split: str, err: Exception) -> DataError:
+    return DataError(
+        rec.image_path,
+        f"{split} record {index} (id {rec.id!r})",
+        f"cannot decode the image ({type(err).__name__}: {err})",
+        "Replace or remove the file, or re-read the dataset with on_error='skip' to list such files",
+    )
+
+
 def _decode_record(rec: Any, index: int, split: str, min_size: int) -> np.ndarray:
     try:
         return decode_image(rec.image_path, min_size)
     except (OSError, ValueError, SyntaxError) as err:
-        raise DataError(
-            rec.image_path,
-            f"{split} record {index} (id {rec.id!r})",
-            f"cannot decode the image ({type(err).__name__}: {err})",
-            "Replace or remove the file, or re-read the dataset with on_error='skip' to list such files",
-        ) from err
+        raise _decode_error(rec, index, split, err) from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The decode cache: decoded + deterministically resized images, shared by every loader of the process
+
+# Transforms whose output depends on the input image only (with p=1): a pipeline made of these alone may be
+# cached. Anything else (a user's preset file with a random `pre`) is run every time on the cached decode.
+_DETERMINISTIC = (A.Resize, A.SmallestMaxSize, A.LongestMaxSize, A.CenterCrop)
+
+
+def _cacheable(compose: A.Compose) -> bool:
+    return getattr(compose, "p", 1.0) >= 1.0 and all(
+        isinstance(t, _DETERMINISTIC) and t.p >= 1.0 for t in compose.transforms
+    )
+
+
+def _pipeline_key(compose: Optional[A.Compose]) -> str:
+    """A digest of a pipeline's serialization plus the classes it runs (mmkit's Resize and albumentations'
+    serialize alike but resize differently), so two presets share cache entries only if they compute the
+    same thing."""
+    if compose is None:
+        return "decode"
+    try:
+        spec = json.dumps(A.to_dict(compose), sort_keys=True, default=str)
+    except Exception:  # a transform albumentations cannot serialize: its repr holds the parameters
+        spec = repr(compose)
+    classes = [f"{type(t).__module__}.{type(t).__qualname__}" for t in compose.transforms]
+    return hashlib.sha256((spec + json.dumps(classes)).encode()).hexdigest()[:16]
+
+
+class DecodeCache:
+    """An in-memory LRU of decoded (+ deterministically resized) uint8 images, bounded by bytes.
+
+    An entry's key is (file path, size, mtime_ns, ctime_ns, inode, decode min_size, pipeline digest): a file
+    rewritten or touched, another decode size or another preset's pipeline is a miss, never a stale hit.
+    Entries are stored read-only and handed out as copies, so nothing downstream can alter them.
+
+    One cache per process: with ``num_workers=0`` (the default) stage 1's epochs, its variants and the
+    feature bank all share it. DataLoader workers each hold their own copy, filled in the worker and lost
+    when the loader's workers end, so with workers only later epochs of the same loader gain.
+    ``MMKIT_DECODE_CACHE_MB`` sets its size at first use (default 1024; 0 disables it).
+
+    Example:
+        >>> cache = decode_cache()
+        >>> cache.resize(256)  # MB; 0 disables and empties it
+        >>> cache.clear(); cache.hits, cache.misses
+        (0, 0)
+    """
+
+    def __init__(self, max_mb: float):
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.nbytes, self.hits, self.misses = 0, 0, 0
+        self.max_bytes = int(max_mb * 2**20)
+
+    def resize(self, max_mb: float) -> None:
+        with self._lock:
+            self.max_bytes = int(max_mb * 2**20)
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes, self.hits, self.misses = 0, 0, 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _evict(self) -> None:
+        while self._items and self.nbytes > self.max_bytes:
+            self.nbytes -= self._items.popitem(last=False)[1].nbytes
+
+    def get(self, path: Union[str, Path], min_size: int, pipeline: Optional[A.Compose],
+            key: Optional[str] = None) -> tuple[np.ndarray, bool]:  # fmt: skip
+        """``(image, applied)``: the decoded image, run through ``pipeline`` when it is deterministic
+        (``applied`` True) or left as decoded (False: the caller runs its pipeline). ``key``: the
+        pipeline's ``_pipeline_key``, when the caller has it already."""
+        apply = pipeline is not None and _cacheable(pipeline)
+        if self.max_bytes <= 0:
+            image = decode_image(path, min_size)
+            return (pipeline(image=image)["image"], True) if apply else (image, False)
+        st = os.stat(path)
+        k = (
+            os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, min_size,
+            (key or _pipeline_key(pipeline)) if apply else "decode",
+        )  # fmt: skip
+        with self._lock:
+            hit = self._items.get(k)
+            if hit is not None:
+                self._items.move_to_end(k)
+                self.hits += 1
+                return hit.copy(), apply
+        image = decode_image(path, min_size)
+        if apply:
+            image = pipeline(image=image)["image"]
+        stored = np.ascontiguousarray(image).copy()
+        stored.setflags(write=False)
+        with self._lock:
+            self.misses += 1
+            if stored.nbytes <= self.max_bytes and k not in self._items:
+                self._items[k] = stored
+                self.nbytes += stored.nbytes
+                self._evict()
+        return image, apply
+
+
+_CACHE: Optional[DecodeCache] = None
+
+
+def decode_cache() -> DecodeCache:
+    """The process's ``DecodeCache`` (created at first use, sized by ``MMKIT_DECODE_CACHE_MB``)."""
+    global _CACHE
+    if _CACHE is None:
+        raw = os.environ.get("MMKIT_DECODE_CACHE_MB", "1024")
+        try:
+            mb = float(raw)
+        except ValueError as err:
+            raise ValueError(
+                f"MMKIT_DECODE_CACHE_MB must be a number of megabytes (0 disables), got {raw!r}"
+            ) from err
+        _CACHE = DecodeCache(mb)
+    return _CACHE
+
+
+def _views_from(base: np.ndarray, preset: Preset, copies: int, seed: int, epoch: int, index: int,
+                train: bool) -> list[np.ndarray]:  # fmt: skip
+    """``draw_views`` after its deterministic step (``pre`` for training, ``eval`` otherwise) is done."""
+    if not train:
+        return [base]
+    views = []
+    for c in range(copies):
+        preset.train.set_random_state(*view_rng(seed, epoch, index, c))
+        views.append(preset.train(image=base)["image"])
+    return views
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -736,9 +871,17 @@ class _BatchMaker(torch.utils.data.Dataset):
         self.records = dataset.records(split)
         self.targets = torch.from_numpy(dataset.targets(split))
         self.split, self.preset, self.copies, self.train, self.seed = split, preset, copies, train, seed
+        self.pipeline = preset.pre if train else preset.eval  # the deterministic step, run once per image
+        self.pipeline_key = _pipeline_key(self.pipeline)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _prepared(self, rec: Any, index: int, min_size: int) -> tuple[np.ndarray, bool]:
+        try:
+            return decode_cache().get(rec.image_path, min_size, self.pipeline, self.pipeline_key)
+        except (OSError, ValueError, SyntaxError) as err:
+            raise _decode_error(rec, index, self.split, err) from err
 
     def __getitem__(self, item: tuple[int, tuple[int, ...]]) -> dict[str, Any]:
         epoch, indices = item
@@ -753,8 +896,10 @@ class _BatchMaker(torch.utils.data.Dataset):
         k = 0
         for i in indices:
             rec = self.records[i]
-            image = _decode_record(rec, i, self.split, min_size)
-            for view in draw_views(image, self.preset, m, self.seed, epoch, i, self.train):
+            image, applied = self._prepared(rec, i, min_size)
+            if not applied:
+                image = self.pipeline(image=image)["image"]
+            for view in _views_from(image, self.preset, m, self.seed, epoch, i, self.train):
                 if view.shape != (s, s, 3):
                     raise RuntimeError(
                         f"preset {self.preset.name!r} made a {view.shape} view of {rec.image_path}; "
@@ -904,9 +1049,11 @@ __all__ = [
     "PARAM_RANGES",
     "PRESETS",
     "BatchLoader",
+    "DecodeCache",
     "Preset",
     "build_preset",
     "copy_stats",
+    "decode_cache",
     "decode_image",
     "draw_views",
     "food_preset",

@@ -79,6 +79,7 @@ def test_batch_shapes_dtypes_and_grouping(toy, preset):
 def test_copies_differ_and_each_image_is_decoded_once(toy, monkeypatch):
     import mmkit.augment as aug
 
+    aug.decode_cache().clear()  # other tests may have cached these images already
     calls = []
     real = aug.decode_image
     monkeypatch.setattr(
