@@ -10,6 +10,8 @@ batch: it decodes each image once, draws ``copies`` views with independent rando
 uint8 tensors. Every view's random state comes from ``SeedSequence([seed, epoch, sample index, copy])``, so
 a batch depends only on (seed, epoch, rank split), never on ``num_workers`` or on which worker made it.
 Normalisation (``normalize``) happens once per batch, after batching, on whatever device the model is on.
+The decoded, deterministically resized image is kept in a per-process ``DecodeCache`` (bounded by
+``MMKIT_DECODE_CACHE_MB``), so later epochs, other stage-1 runs and the feature bank do not decode it again.
 
 Example:
     >>> loader = make_loader(ds, "train", batch_size=8, copies=4, preset="seed", seed=0)  # doctest: +SKIP
