@@ -211,7 +211,8 @@ def test_live_path_trains_only_the_chosen_blocks(tmp_path):
     assert frozen and changed and changed <= trainable  # nothing frozen moved, BatchNorm statistics included
 
 
-def test_stage2_from_a_stage1_checkpoint(tmp_path):
+def _food_and_stage1(tmp_path):
+    """A tiny 3-class synthetic Food-101 and one epoch of stage 1 on it: (dataset, augment config, result)."""
     from mmkit.train import train_stage1
 
     root = make_synthetic_food101(
@@ -226,6 +227,11 @@ def test_stage2_from_a_stage1_checkpoint(tmp_path):
         aug,
         out_dir=tmp_path / "s1",
     )
+    return ds, aug, s1
+
+
+def test_stage2_from_a_stage1_checkpoint(tmp_path):
+    ds, aug, s1 = _food_and_stage1(tmp_path)
     fusion = FusionConfig(
         checkpoint=str(s1.checkpoint), bank_views=2, bank_dir=str(tmp_path / "bank"), compare_heads=False
     )
@@ -276,20 +282,8 @@ def test_cross_fitted_bank_rows_come_from_backbones_that_never_saw_them(tmp_path
 
     from mmkit.crossfit import fold_dataset
     from mmkit.folds import assign_folds
-    from mmkit.train import train_stage1
 
-    root = make_synthetic_food101(
-        tmp_path / "food", n_classes=3, train_per_class=8, test_per_class=3, image_size=32
-    )
-    ds = read_upmc_food101(root)
-    aug = AugmentConfig(image_size=32, batch_size=8)
-    s1 = train_stage1(
-        ds,
-        ModelConfig(backbone="timm:test_resnet"),
-        TrainConfig(epochs=1, lr=0.05),
-        aug,
-        out_dir=tmp_path / "s1",
-    )
+    ds, aug, s1 = _food_and_stage1(tmp_path)
     fusion = FusionConfig(
         checkpoint=str(s1.checkpoint), bank_views=2, bank_dir=str(tmp_path / "bank"), compare_heads=False,
         stage1_folds=2,
