@@ -197,12 +197,13 @@ def model_from_stage2(
         if bank is None:
             raise ValueError("a bank-path result needs bank= (the feature bank it was trained on)")
         image_batch, dtype = max(augment.batch_size, fusion.bank_views), "float16"
+        stage1 = stage1_backbone(checkpoint) if backbone is None and checkpoint is not None else None
         if backbone is not None:
             image_module = backbone
-        elif checkpoint is not None and stage1_backbone(checkpoint) is not None:
+        elif stage1 is not None:  # built once: each stage1_backbone call rebuilds it and reloads the file
             from mmkit.features import checkpoint_weights_sha256
 
-            image_module = stage1_backbone(checkpoint)
+            image_module = stage1
             source = {
                 "kind": "stage1_checkpoint",
                 "path": str(Path(checkpoint).resolve()),
