@@ -194,13 +194,13 @@ class _Grid:
     def run_cell(self, seed: int, cell: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
         """(rows, timings, reused) of one cell, from its finished record when it has one."""
         path, h = self._cell_file(seed, cell), self._hash(seed, cell)
-        if self.resume and path.exists():
-            done = json.loads(path.read_text())
+        done = json.loads(path.read_text()) if path.exists() else {}  # read once: both checks below use it
+        if self.resume and done:
             preds_there = all(predictions_path(self.out, seed, r["method"]).exists() for r in done["rows"])
             if done.get("hash") == h and done.get("finished") and preds_there:
                 return done["rows"], done["timings"], True
         # A cell started with these settings and killed may resume its stage-1 runs from last.pt.
-        started = path.exists() and json.loads(path.read_text()).get("hash") == h
+        started = done.get("hash") == h
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"hash": h, "finished": False}))
         self.timings: list[dict[str, Any]] = []
