@@ -195,9 +195,9 @@ class _Grid:
         """(rows, timings, reused) of one cell, from its finished record when it has one."""
         path, h = self._cell_file(seed, cell), self._hash(seed, cell)
         done = json.loads(path.read_text()) if path.exists() else {}  # read once: both checks below use it
-        if self.resume and done:
-            preds_there = all(predictions_path(self.out, seed, r["method"]).exists() for r in done["rows"])
-            if done.get("hash") == h and done.get("finished") and preds_there:
+        # a killed cell's record has no rows yet: only a finished one with these settings is read back
+        if self.resume and done.get("hash") == h and done.get("finished"):
+            if all(predictions_path(self.out, seed, r["method"]).exists() for r in done["rows"]):
                 return done["rows"], done["timings"], True
         # A cell started with these settings and killed may resume its stage-1 runs from last.pt.
         started = done.get("hash") == h

@@ -218,6 +218,16 @@ def test_grid_jobs_gather_and_resume(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(df, again)
     with pytest.raises(ValueError, match="seed 0 is in both"):
         gather([tmp_path / "job0", tmp_path / "both"], tmp_path / "bad")
+    # a run killed inside a cell left that cell's record unfinished (no rows): the rerun computes it again
+    monkeypatch.undo()
+    shutil.copytree(tmp_path / "job0", tmp_path / "killed")
+    record = tmp_path / "killed" / "cells" / "seed0" / "baselines.json"
+    record.write_text(json.dumps({"hash": json.loads(record.read_text())["hash"], "finished": False}))
+    run_comparison(
+        ds, out_dir=tmp_path / "killed", **{**cfg, "repro": dataclasses.replace(cfg["repro"], seeds=[0])}
+    )
+    killed = json.loads((tmp_path / "killed" / "grid.json").read_text())
+    assert "seed0/baselines" not in killed["reused_cells"] and len(killed["reused_cells"]) == 4
 
 
 def test_proposed_is_checked_before_the_run(tmp_path):
