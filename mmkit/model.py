@@ -324,7 +324,6 @@ def save_model(model: Any, folder: PathLike, backbone: str = "copy") -> Path:
         if origin is None:
             origin = str(preset) if not isinstance(preset, Preset) else (preset.source or preset.name)
         preprocess.update(preset=str(origin), preset_file="preset.json")  # "preset": provenance only
-    files = ["fusion.pt", "text_encoder/text_encoder.json", "text_encoder/text_encoder.npz"]
     bb = model.backbone
     backbone_info: dict[str, Any] = {
         "name": getattr(bb, "name", None),
@@ -404,6 +403,14 @@ def load_model(folder: PathLike, device: Union[str, torch.device] = "cpu") -> Mu
         raise FileNotFoundError(
             f"{folder} is incomplete: {', '.join(missing)} missing (model.json lists {sorted(manifest['files'])}); "
             "copy the whole model folder"
+        )
+    from mmkit.features import file_sha256
+
+    changed = [name for name, digest in manifest["files"].items() if file_sha256(folder / name) != digest]
+    if changed:
+        raise ValueError(
+            f"{folder}: {', '.join(changed)} changed since the model was saved (model.json keeps each file's "
+            "SHA-256); copy the whole model folder again from where it was saved, or save the model again"
         )
     device = torch.device(device)
     classes, task, head = manifest["classes"], manifest["task"], manifest["head"]

@@ -17,7 +17,7 @@ Tiny backbones (a few hundred thousand parameters) for tests and the CPU demo: `
 "timm:test_resnet", "timm:test_vit", "timm:test_efficientnet", and the open_clip configs this module
 registers, "open_clip:mmkit-tiny-vit" and "open_clip:mmkit-tiny-rn".
 
-``apply_layer_policy(model, train_blocks)``: "all", "none", "first:K" (the paper's text: adapt the input-side
+``apply_layer_policy(model, train_blocks)``: "all", "none", "first:K" (the stem and K blocks after it; the paper's text: adapt the input-side
 layers to the new domain) or "last:K". Frozen blocks get ``requires_grad=False`` and stay in eval mode, also
 after ``model.train()`` (``Backbone.train`` re-applies it), so their BatchNorm statistics never move.
 
@@ -255,22 +255,48 @@ class Backbone(nn.Module):
 
 
 def parse_train_blocks(train_blocks: str, n_blocks: int, names: Optional[list[str]] = None) -> list[bool]:
-    """Which of ``n_blocks`` train under the policy: ``none`` | ``all`` | ``first:K`` | ``last:K``."""
+    """Which of ``n_blocks`` train under the policy: ``none`` | ``all`` | ``first:K`` | ``last:K``.
+
+    Block 0 is always the input stem (first conv, or patch embedding + position embedding: a few thousand
+    parameters, 0.04% of a ResNet-50), so ``first:K`` counts the stem *with* the first block: it trains the
+    stem and the K blocks after it. A ``first:1`` that trained the stem alone would adapt almost nothing.
+
+    Example:
+        >>> parse_train_blocks("first:1", 5), parse_train_blocks("last:1", 5)
+        ([True, True, False, False, False], [False, False, False, False, True])
+    """
     policy = str(train_blocks).strip().lower()
     if policy in ("all", "none"):
         return [policy == "all"] * n_blocks
     m = re.fullmatch(r"(first|last):(\d+)", policy)
     if not m:
         raise ValueError(f"train_blocks must be 'none', 'all', 'first:K' or 'last:K', got {train_blocks!r}")
-    k = int(m.group(2))
-    if k > n_blocks:
+    k, first = int(m.group(2)), m.group(1) == "first"
+    most = n_blocks - 1 if first else n_blocks  # the stem is not a block of its own for first:K
+    if k > most:
         listing = f": {names}" if names else ""
-        raise ValueError(f"train_blocks={train_blocks!r} but the backbone has {n_blocks} blocks{listing}")
-    return (
-        [i < k for i in range(n_blocks)]
-        if m.group(1) == "first"
-        else [i >= n_blocks - k for i in range(n_blocks)]
-    )
+        raise ValueError(
+            f"train_blocks={train_blocks!r} but the backbone has {most} blocks after its stem{listing}; "
+            f"use K <= {most} or 'all'"
+            if first
+            else f"train_blocks={train_blocks!r} but the backbone has {n_blocks} blocks{listing}"
+        )
+    if first:
+        return [k > 0 and i <= k for i in range(n_blocks)]
+    return [i >= n_blocks - k for i in range(n_blocks)]
+
+
+def trainable_share(model: nn.Module) -> float:
+    """The share of the backbone's parameters that train (``requires_grad``) under its layer policy.
+
+    Example:
+        >>> bb = create_backbone("timm:test_resnet")
+        >>> round(trainable_share(apply_layer_policy(bb, "first:1")), 3)
+        0.07
+    """
+    bb = find_backbone(model)
+    total = sum(p.numel() for p in bb.parameters())
+    return sum(p.numel() for p in bb.parameters() if p.requires_grad) / max(total, 1)
 
 
 def find_backbone(model: nn.Module) -> Backbone:
@@ -292,7 +318,7 @@ def apply_layer_policy(model: nn.Module, train_blocks: str) -> nn.Module:
     Example:
         >>> bb = create_backbone("timm:test_vit", image_size=32)
         >>> _ = apply_layer_policy(bb, "first:1").train()
-        >>> bb.blocks[0].training, bb.blocks[-1].training, bb.blocks[-1].name
+        >>> bb.blocks[1].training, bb.blocks[-1].training, bb.blocks[-1].name
         (True, False, 'blocks.5+norm')
     """
     bb = find_backbone(model)
@@ -655,4 +681,5 @@ __all__ = [
     "make_blocks",
     "parse_train_blocks",
     "read_state_dict",
+    "trainable_share",
 ]

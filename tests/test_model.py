@@ -201,6 +201,12 @@ def test_a_copied_model_folder_outlives_its_checkpoint_and_preset_file(food, tmp
         model.predict_logits([r.image_path for r in recs], [r.text for r in recs]), expected
     )
     assert model.preprocess["preset"].params["scale_min"] == 0.5
+    manifest = json.loads((moved / "model.json").read_text())
+    assert "preset.json" in manifest["files"]  # hashed with the others, so an edited copy is caught
+    edited = shutil.copytree(moved, tmp_path / "edited")
+    (edited / "preset.json").write_text((edited / "preset.json").read_text().replace("0.5", "0.25"))
+    with pytest.raises(ValueError, match="preset.json changed since the model was saved"):
+        load_model(edited)
     again = load_model(save_model(model, tmp_path / "again"))  # a loaded model saves whole again
     assert np.array_equal(
         again.predict_logits([r.image_path for r in recs], [r.text for r in recs]), expected

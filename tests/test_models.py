@@ -10,6 +10,7 @@ from mmkit.models import (
     apply_layer_policy,
     create_backbone,
     parse_train_blocks,
+    trainable_share,
 )
 
 torch.set_num_threads(1)
@@ -77,13 +78,28 @@ def test_timm_vits_take_any_image_size():
 def test_parse_train_blocks():
     assert parse_train_blocks("all", 4) == [True] * 4
     assert parse_train_blocks("none", 4) == [False] * 4
-    assert parse_train_blocks("first:1", 4) == [True, False, False, False]
+    # block 0 is the stem: first:K trains it with the K blocks after it (first:1 is never the stem alone)
+    assert parse_train_blocks("first:1", 4) == [True, True, False, False]
+    assert parse_train_blocks("first:3", 4) == [True] * 4
     assert parse_train_blocks("last:2", 4) == [False, False, True, True]
     assert parse_train_blocks("first:0", 2) == [False, False]
+    with pytest.raises(ValueError, match="3 blocks after its stem"):
+        parse_train_blocks("first:4", 4)
     with pytest.raises(ValueError, match="has 4 blocks: \\['a'"):
         parse_train_blocks("last:5", 4, ["a", "b", "c", "d"])
     with pytest.raises(ValueError, match="first:K"):
         parse_train_blocks("middle:2", 4)
+
+
+def test_first_k_trains_more_than_the_stem_and_reports_its_share():
+    # resnet50's stem is 0.04% of its parameters: first:1 must reach layer1 too (stem + layer1: ~1%)
+    with torch.device("meta"):
+        bb = create_backbone("timm:resnet50")
+    apply_layer_policy(bb, "first:1")
+    assert [b.name for b, on in zip(bb.blocks, bb.frozen) if not on] == ["conv1+bn1", "layer1"]
+    assert 0.005 < trainable_share(bb) < 0.02
+    assert trainable_share(apply_layer_policy(bb, "all")) == 1.0
+    assert trainable_share(apply_layer_policy(bb, "none")) == 0.0
 
 
 @pytest.mark.parametrize("policy", ["none", "first:2", "last:1"])
