@@ -54,7 +54,9 @@ def fold_indices(
         names = sorted(set(groups), key=str)
         if len(names) < folds:
             raise ValueError(
-                f"{len(names)} groups cannot make {folds} folds; lower text_folds / stage1_folds"
+                f"{len(names)} groups cannot make {folds} folds; lower text_folds / stage1_folds to "
+                f"{len(names)} or fewer, or keep {folds} groups in train (DataConfig(min_train_groups="
+                f"{folds}) moves groups from val / test into train when the data has enough)"
             )
         # A seeded relabelling of the groups: GroupKFold (no shuffle) then puts different groups together.
         perm = np.random.default_rng(seed).permutation(len(names))

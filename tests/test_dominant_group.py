@@ -1,0 +1,135 @@
+"""Grouped data where one group holds most of the rows (a tweet set grouped by news event: one event has 75%).
+
+The grouped split must keep enough groups in train for the k-fold text logits and cross-fitting, warn about
+the dominant group, and stop at load, with a fix, when the data cannot give train enough groups.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmkit.config import DataConfig
+from mmkit.data import DataError, DataWarning, load_dataset, read_manifest
+from mmkit.data.records import Record, fill_train_groups, grouped_split
+from mmkit.folds import assign_folds
+
+# The real manifest's shape, scaled down: one event with 75% of the rows, 14 small events.
+SMALL = [14, 13, 12, 12, 11, 11, 10, 10, 10, 9, 9, 8, 8, 7]
+BIG = 3 * sum(SMALL)  # 75% of the rows
+
+
+def _manifest(tmp_path: Path, sizes: list[int], seed: int = 0) -> Path:
+    """A CSV manifest with one image file per row and the group column ``event`` (event0 is the first size)."""
+    rng = np.random.default_rng(seed)
+    img_dir = tmp_path / "img"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    first = img_dir / "0.png"
+    Image.new("RGB", (6, 6), (10, 200, 30)).save(first)
+    rows = []
+    for g, size in enumerate(sizes):
+        for j in range(size):
+            path = img_dir / f"{g}_{j}.png"
+            if not path.exists():
+                path.symlink_to(first)
+            label = f"c{int(rng.choice(3, p=[0.5, 0.3, 0.2]))}"
+            rows.append([f"img/{path.name}", f"text {g} {j}", label, f"event{g}"])
+    out = tmp_path / "m.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "text", "label", "event"])
+        w.writerows(rows)
+    return out
+
+
+def _groups(ds) -> dict[str, set[str]]:
+    return {k: {r.group for r in v} for k, v in ds.splits.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_dominant_group_leaves_train_enough_groups_for_the_folds(tmp_path, seed):
+    path = _manifest(tmp_path, [BIG, *SMALL])
+    n = BIG + sum(SMALL)
+    with pytest.warns(DataWarning) as caught:
+        ds = read_manifest(path, group_col="event", seed=seed, check_images="none", min_train_groups=5)
+    groups = _groups(ds)
+    assert len(groups["train"]) >= 5 and "event0" in groups["train"], groups
+    assert ds.meta["groups_per_split"] == {k: len(v) for k, v in groups.items()}
+    assert not (
+        groups["train"] & groups["val"] or groups["train"] & groups["test"] or groups["val"] & groups["test"]
+    )
+    assert sum(ds.summary().values()) == n
+    # Near the requested shares: train holds the big event and only the 4 groups the folds need beyond it,
+    # and val / test share the other 10 groups about 1:2 as val_fraction=0.1 : test_fraction=0.2 ask.
+    assert len(groups["train"]) == 5
+    share = {k: len(v) / n for k, v in ds.splits.items()}
+    assert share["train"] <= (BIG + sum(sorted(SMALL)[-4:])) / n + 1e-9, share
+    rest = share["val"] + share["test"]  # what the big event and the folds leave: 1 : 2, within one group
+    assert abs(share["val"] - rest / 3) <= max(SMALL) / n + 1e-9, share
+    assert len(groups["val"]) >= 2 and len(groups["test"]) >= 2, groups
+    messages = [str(w.message) for w in caught]
+    assert any("group 'event0' holds 75% of the" in m and "(train)" in m for m in messages), messages
+    assert any(
+        re.search(r"train held [12] group\(s\), fewer than the 5 .* moved into train \(\d from (test|val)", m)
+        for m in messages
+    ), messages
+    assert any("group 'event0' holds 75%" in m for m in ds.meta["warnings"])
+    assert any("fewer than the 5 that k-fold" in m for m in ds.meta["warnings"])
+    # and the folds the text features and cross-fitting need can now be made
+    train = ds.records("train")
+    folds = assign_folds(train, 5, seed=seed)
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4]
+
+
+def test_the_same_split_when_train_already_holds_enough_groups():
+    rng = np.random.default_rng(0)
+    recs = [
+        Record(f"{g}_{j}", Path(f"{g}_{j}.png"), "t", f"c{rng.integers(3)}", group=f"g{g}")
+        for g, size in enumerate([40, 30, 25, 22, 20, 18, 15, 12, 10, 8, 6, 5])
+        for j in range(size)
+    ]
+    fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
+    for seed in range(3):
+        plain = grouped_split(recs, fractions, seed, report=False)
+        kept = grouped_split(recs, fractions, seed, report=False, min_train_groups=5)
+        assert len({r.group for r in plain["train"]}) >= 5
+        assert {k: [r.id for r in v] for k, v in plain.items()} == {
+            k: [r.id for r in v] for k, v in kept.items()
+        }
+
+
+def test_fill_train_groups_never_empties_a_split_and_keeps_the_shares():
+    recs = [Record(f"{g}_{j}", Path("x.png"), "t", "a", group=f"g{g}") for g, size in enumerate([60, 5, 5, 5, 5, 10, 10]) for j in range(size)]  # fmt: skip
+    splits = {
+        "train": [r for r in recs if r.group == "g0"],
+        "val": [r for r in recs if r.group in ("g1", "g2")],
+        "test": [r for r in recs if r.group in ("g3", "g4", "g5", "g6")],
+    }
+    moves = fill_train_groups(splits, {"train": 0.7, "val": 0.1, "test": 0.2}, 3, np.random.default_rng(0))
+    # the two 5-row groups of test: a 10-row group would overshoot train more, and val (10 rows, share 0.1)
+    # would lose half its rows for one group
+    assert [name for name, _ in moves] == ["test", "test"] and {g for _, g in moves} == {"g3", "g4"}
+    assert {r.group for r in splits["test"]} == {"g5", "g6"}
+    # asked for more than the data allows: val and test keep one group each, train gets the rest
+    moves = fill_train_groups(splits, {"train": 0.7, "val": 0.1, "test": 0.2}, 10, np.random.default_rng(0))
+    assert len({r.group for r in splits["val"]}) == 1 and len({r.group for r in splits["test"]}) == 1
+    assert len({r.group for r in splits["train"]}) == 5
+
+
+def test_load_stops_with_a_fix_when_train_cannot_hold_enough_groups(tmp_path):
+    # one big event and 4 small ones: with val and test one group each, train can hold 3 groups, not 5
+    path = _manifest(tmp_path, [60, 6, 5, 5, 4])
+    cfg = DataConfig(dataset="manifest", data_root=str(path), group_col="event", check_images="none")
+    with pytest.raises(DataError, match=r"train holds 3 group\(s\) .*fewer than the 5") as err:
+        load_dataset(cfg)
+    assert "lower text_folds and stage1_folds to 3 or fewer" in str(err.value)
+    assert "DataConfig(min_train_groups=3)" in str(err.value) and "group_col=None" in str(err.value)
+    # the fix it names works: 3 folds, train keeps 3 groups
+    ds = load_dataset(DataConfig(**{**cfg.__dict__, "min_train_groups": 3}))
+    assert len(_groups(ds)["train"]) == 3
+    assert sorted(set(assign_folds(ds.records("train"), 3, seed=0).tolist())) == [0, 1, 2]
