@@ -53,10 +53,13 @@ def fold_indices(
     if groups is not None:
         names = sorted(set(groups), key=str)
         if len(names) < folds:
+            lower = (
+                f"lower text_folds / stage1_folds to {len(names)} or fewer, or " if len(names) >= 2 else ""
+            )
             raise ValueError(
-                f"{len(names)} groups cannot make {folds} folds; lower text_folds / stage1_folds to "
-                f"{len(names)} or fewer, or keep {folds} groups in train (DataConfig(min_train_groups="
-                f"{folds}) moves groups from val / test into train when the data has enough)"
+                f"{len(names)} groups cannot make {folds} folds; {lower}keep {folds} groups in train "
+                f"(DataConfig(min_train_groups={folds}) moves groups from val / test into train when the "
+                f"data has enough), or group by something finer (group_col)"
             )
         # A seeded relabelling of the groups: GroupKFold (no shuffle) then puts different groups together.
         perm = np.random.default_rng(seed).permutation(len(names))

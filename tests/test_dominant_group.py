@@ -133,3 +133,54 @@ def test_load_stops_with_a_fix_when_train_cannot_hold_enough_groups(tmp_path):
     ds = load_dataset(DataConfig(**{**cfg.__dict__, "min_train_groups": 3}))
     assert len(_groups(ds)["train"]) == 3
     assert sorted(set(assign_folds(ds.records("train"), 3, seed=0).tolist())) == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def dominant_manifest(tmp_path_factory) -> Path:
+    """The synthetic Food-101 (images and titles a model can learn) as a manifest grouped by ``event``:
+    event0 holds 75% of the rows, 14 small events share the rest (the real tweet manifest's shape)."""
+    root = tmp_path_factory.mktemp("dominant")
+    ds = load_dataset(DataConfig(dataset="synthetic_food101", data_root=str(root / "food")))
+    recs = [r for split in ("train", "val", "test") for r in ds.records(split)]
+    order = np.random.default_rng(0).permutation(len(recs))
+    n_big = round(0.75 * len(recs))
+    event = {int(i): ("event0" if k < n_big else f"event{1 + k % 14}") for k, i in enumerate(order)}
+    out = root / "tweets.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "text", "label", "event"])
+        w.writerows([str(r.image_path), r.text, r.label, event[i]] for i, r in enumerate(recs))
+    return out
+
+
+def _manifest_parameters(path: Path) -> dict:
+    # text_folds=5 is the notebooks' default, the setting that stopped both notebooks before
+    return {"dataset": "manifest", "data_root": str(path), "group_col": "event", "text_folds": 5}
+
+
+def _check_grouped_run(metrics: dict) -> None:
+    assert metrics["groups_per_split"]["train"] >= 5, metrics["groups_per_split"]
+    warnings_ = metrics["data_warnings"]
+    assert any("group 'event0' holds 75%" in w for w in warnings_), warnings_
+    assert any("fewer than the 5 that k-fold" in w and "moved into train" in w for w in warnings_), warnings_
+
+
+def test_notebook04_runs_on_a_manifest_with_a_dominant_group(dominant_manifest, tmp_path):
+    from mmkit.run import NOTEBOOKS, execute_notebook
+
+    params = {**_manifest_parameters(dominant_manifest), "bank_dir": str(tmp_path / "bank")}
+    metrics = execute_notebook(
+        NOTEBOOKS / "04_multimodal_fusion.ipynb", tmp_path / "nb04", params, smoke=True
+    )
+    _check_grouped_run(metrics)
+    assert metrics["text_out_of_fold"] and set(metrics["baselines"]) == {"image-only", "text-only"}
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_notebook05_runs_on_a_manifest_with_a_dominant_group(dominant_manifest, tmp_path):
+    from mmkit.run import NOTEBOOKS, execute_notebook
+
+    params = {**_manifest_parameters(dominant_manifest), "n_seeds": 1, "stage1_folds": 2}
+    metrics = execute_notebook(NOTEBOOKS / "05_reproduce.ipynb", tmp_path / "nb05", params, smoke=True)
+    _check_grouped_run(metrics)
+    assert metrics["n_seeds"] == 1 and metrics["cross_fitting"]["folds"] == 2
