@@ -58,8 +58,9 @@ def fold_indices(
             )
             raise ValueError(
                 f"{len(names)} groups cannot make {folds} folds; {lower}keep {folds} groups in train "
-                f"(DataConfig(min_train_groups={folds}) moves groups from val / test into train when the "
-                f"data has enough), or group by something finer (group_col)"
+                f"(the notebook parameter min_train_groups = {folds}, or DataConfig(min_train_groups={folds}), "
+                f"moves groups from val / test into train when the data has enough), or group by something "
+                f"finer (group_col)"
             )
         # A seeded relabelling of the groups: GroupKFold (no shuffle) then puts different groups together.
         perm = np.random.default_rng(seed).permutation(len(names))

@@ -127,7 +127,7 @@ def test_load_stops_with_a_fix_when_train_cannot_hold_enough_groups(tmp_path):
     cfg = DataConfig(dataset="manifest", data_root=str(path), group_col="event", check_images="none")
     with pytest.raises(DataError, match=r"train holds 3 group\(s\) .*fewer than the 5") as err:
         load_dataset(cfg)
-    assert "lower text_folds and stage1_folds to 3 or fewer" in str(err.value)
+    assert "Lower text_folds and stage1_folds to 3 or fewer" in str(err.value)
     assert "DataConfig(min_train_groups=3)" in str(err.value) and "group_col=None" in str(err.value)
     # the fix it names works: 3 folds, train keeps 3 groups
     ds = load_dataset(DataConfig(**{**cfg.__dict__, "min_train_groups": 3}))

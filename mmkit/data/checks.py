@@ -99,12 +99,12 @@ def require_train_groups(ds: Dataset, source: str, min_groups: int) -> None:
     fixes = []
     if most >= 2:
         fixes.append(
-            f"lower text_folds and stage1_folds to {most} or fewer and keep that many groups in train "
-            f"(Python: DataConfig(min_train_groups={most}))"
+            f"Lower text_folds and stage1_folds to {most} or fewer and {hint('min_train_groups', most)}, "
+            "the same in every notebook"
         )
     fixes.append(
-        "group by something finer: a finer group_col, or group_col=None, which still keeps rows sharing an "
-        "image together"
+        f"{'or group' if fixes else 'Group'} by something finer: a finer group_col, or group_col=None, which "
+        "still keeps rows sharing an image together"
     )
     fixes.append("or, where a split column gives the splits, put more groups in its train rows")
     raise DataError(
