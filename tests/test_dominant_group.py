@@ -184,3 +184,24 @@ def test_notebook05_runs_on_a_manifest_with_a_dominant_group(dominant_manifest, 
     metrics = execute_notebook(NOTEBOOKS / "05_reproduce.ipynb", tmp_path / "nb05", params, smoke=True)
     _check_grouped_run(metrics)
     assert metrics["n_seeds"] == 1 and metrics["cross_fitting"]["folds"] == 2
+
+
+def test_more_folds_than_the_split_keeps_groups_for_stop_before_loading():
+    from mmkit.checks import InputError, check_inputs, input_problems
+
+    grouped = {
+        "dataset": "hf",
+        "hf_dataset": "tweets",
+        "group_col": "event",
+        "min_train_groups": 5,
+        "stage1_folds": 1,
+    }
+    assert input_problems({**grouped, "text_folds": 5}) == []
+    assert input_problems({**grouped, "group_col": None, "text_folds": 10}) == []  # no groups: rows are
+    with pytest.raises(
+        InputError, match=r"text_folds=10 needs 10 groups of group_col 'event' in train"
+    ) as err:
+        check_inputs({**grouped, "text_folds": 10}, "05")
+    assert "set min_train_groups = 10" in str(err.value) and "lower text_folds to 5" in str(err.value)
+    problems = input_problems({**grouped, "text_folds": 6, "stage1_folds": 8})
+    assert len(problems) == 1 and "text_folds=6 and stage1_folds=8 need 8 groups" in problems[0]
