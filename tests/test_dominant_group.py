@@ -205,3 +205,18 @@ def test_more_folds_than_the_split_keeps_groups_for_stop_before_loading():
     assert "set min_train_groups = 10" in str(err.value) and "lower text_folds to 5" in str(err.value)
     problems = input_problems({**grouped, "text_folds": 6, "stage1_folds": 8})
     assert len(problems) == 1 and "text_folds=6 and stage1_folds=8 need 8 groups" in problems[0]
+
+
+def test_a_reader_that_moves_no_groups_gets_only_the_fixes_that_apply():
+    from mmkit.data.checks import require_train_groups
+    from mmkit.data.records import Dataset
+
+    def recs(groups):
+        return [Record(f"{g}{i}", Path("x.png"), "t", "a", group=g) for g in groups for i in range(3)]
+
+    ds = Dataset("fpus", ["a"], {"train": recs("abc"), "val": recs("d"), "test": recs("ef")})  # no grouped_by
+    with pytest.raises(DataError, match=r"train holds 3 group\(s\)") as err:
+        require_train_groups(ds, "fpus23/", 5)
+    assert "Lower text_folds and stage1_folds to 3 or fewer" in str(err.value)
+    assert "group_col" not in str(err.value) and "more streams" in str(err.value)
+    require_train_groups(ds, "fpus23/", 3)  # enough for 3 folds

@@ -95,18 +95,24 @@ def require_train_groups(ds: Dataset, source: str, min_groups: int) -> None:
         return
     groups_all = {r.group if r.group is not None else r.id for recs in ds.splits.values() for r in recs}
     n_carved = sum(1 for k in ("val", "test") if ds.splits.get(k))
-    most = len(groups_all) - n_carved  # groups train could hold with val and test keeping one each
+    # The manifest and hf readers move groups into train up to min_train_groups (they record "grouped_by");
+    # another reader's split (FPUS23's streams) is what it is.
+    moves_groups = "grouped_by" in ds.meta
+    most = len(groups_all) - n_carved if moves_groups else len(have)  # val and test keep one group each
     fixes = []
     if most >= 2:
         fixes.append(
             f"Lower text_folds and stage1_folds to {most} or fewer and {hint('min_train_groups', most)}, "
             "the same in every notebook"
         )
-    fixes.append(
-        f"{'or group' if fixes else 'Group'} by something finer: a finer group_col, or group_col=None, which "
-        "still keeps rows sharing an image together"
-    )
-    fixes.append("or, where a split column gives the splits, put more groups in its train rows")
+    if moves_groups:
+        fixes.append(
+            f"{'or group' if fixes else 'Group'} by something finer: a finer group_col, or group_col=None, "
+            "which still keeps rows sharing an image together"
+        )
+        fixes.append("or, where a split column gives the splits, put more groups in its train rows")
+    else:
+        fixes.append(f"{'or add' if fixes else 'Add'} data with more groups (FPUS23: more streams)")
     raise DataError(
         source,
         None,
