@@ -54,6 +54,10 @@ class DataConfig:
     )
     check_images: str = "fast"  # fast (header + end marker) | full (decode every image) | none
     check_duplicates: bool = True  # report identical image files (same content) in two splits
+    # grouped data: train keeps at least this many groups (k-fold text logits and cross-fitting need one per
+    # fold), moved from val / test when the data has enough, else loading stops; 5 = text_folds' default.
+    # Keep it the same in every notebook, so that 03's checkpoint and 04 / 05 see one split.
+    min_train_groups: int = 5
 
 
 @dataclass

@@ -53,8 +53,14 @@ def fold_indices(
     if groups is not None:
         names = sorted(set(groups), key=str)
         if len(names) < folds:
+            lower = (
+                f"lower text_folds / stage1_folds to {len(names)} or fewer, or " if len(names) >= 2 else ""
+            )
             raise ValueError(
-                f"{len(names)} groups cannot make {folds} folds; lower text_folds / stage1_folds"
+                f"{len(names)} groups cannot make {folds} folds; {lower}keep {folds} groups in train "
+                f"(the notebook parameter min_train_groups = {folds}, or DataConfig(min_train_groups={folds}), "
+                f"moves groups from val / test into train when the data has enough), or group by something "
+                f"finer (group_col)"
             )
         # A seeded relabelling of the groups: GroupKFold (no shuffle) then puts different groups together.
         perm = np.random.default_rng(seed).permutation(len(names))

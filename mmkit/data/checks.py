@@ -77,6 +77,52 @@ def require_splits(ds: Dataset, source: str) -> None:
     )
 
 
+def require_train_groups(ds: Dataset, source: str, min_groups: int) -> None:
+    """Raise ``DataError`` when grouped data leaves train fewer than ``min_groups`` groups.
+
+    The k-fold out-of-fold text logits and cross-fitting put whole groups in folds (``mmkit.folds``), so
+    they need k groups in train; without this check a run would stop at its text features, after the slow
+    steps before them. Data without groups (every row its own group) always passes.
+
+    Example:
+        >>> require_train_groups(ds, "tweets.csv", 5)  # doctest: +SKIP
+    """
+    train = ds.splits.get("train", [])
+    if min_groups < 2 or not any(r.group is not None for r in train):
+        return
+    have = sorted({r.group if r.group is not None else r.id for r in train})
+    if len(have) >= min_groups:
+        return
+    groups_all = {r.group if r.group is not None else r.id for recs in ds.splits.values() for r in recs}
+    n_carved = sum(1 for k in ("val", "test") if ds.splits.get(k))
+    # The manifest and hf readers move groups into train up to min_train_groups (they record "grouped_by");
+    # another reader's split (FPUS23's streams) is what it is.
+    moves_groups = "grouped_by" in ds.meta
+    most = len(groups_all) - n_carved if moves_groups else len(have)  # val and test keep one group each
+    fixes = []
+    if most >= 2:
+        fixes.append(
+            f"Lower text_folds and stage1_folds to {most} or fewer and {hint('min_train_groups', most)}, "
+            "the same in every notebook"
+        )
+    if moves_groups:
+        fixes.append(
+            f"{'or group' if fixes else 'Group'} by something finer: a finer group_col, or group_col=None, "
+            "which still keeps rows sharing an image together"
+        )
+        fixes.append("or, where a split column gives the splits, put more groups in its train rows")
+    else:
+        fixes.append(f"{'or add' if fixes else 'Add'} data with more groups (FPUS23: more streams)")
+    raise DataError(
+        source,
+        None,
+        f"train holds {len(have)} group(s) ({', '.join(map(repr, have[:5]))}), fewer than the "
+        f"{min_groups} that k-fold out-of-fold text logits and cross-fitting need (one group per fold at "
+        f"least); the data has {len(groups_all)} groups in all, and val and test need one each",
+        "; ".join(fixes),
+    )
+
+
 def _digest(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -125,4 +171,10 @@ def cross_split_duplicates(ds: Dataset, source: str, max_examples: int = 10) -> 
     return report
 
 
-__all__ = ["SKIP_WARN_SHARE", "cross_split_duplicates", "require_splits", "skip_report"]
+__all__ = [
+    "SKIP_WARN_SHARE",
+    "cross_split_duplicates",
+    "require_splits",
+    "require_train_groups",
+    "skip_report",
+]

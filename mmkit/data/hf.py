@@ -83,6 +83,7 @@ def read_hf(
     on_error: Literal["raise", "skip"] = "raise",
     check_images: Literal["fast", "full", "none"] = "fast",
     image_cache: Optional[str | Path] = None,
+    min_train_groups: int = 0,
 ) -> Dataset:
     """Read a Hugging Face ``datasets`` dataset into a ``Dataset`` (see the module docstring).
 
@@ -159,6 +160,7 @@ def read_hf(
         seed=seed,
         check_images=check_images,
         image_cache=image_cache,
+        min_train_groups=min_train_groups,
     )
     if left_out:
         warn(

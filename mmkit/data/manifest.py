@@ -194,6 +194,7 @@ def rows_to_dataset(
     seed: int = 0,
     check_images: Literal["fast", "full", "none"] = "fast",
     image_cache: Optional[str | Path] = None,
+    min_train_groups: int = 0,
 ) -> Dataset:
     """Turn manifest-like rows into a ``Dataset`` (shared by ``read_manifest`` and ``read_hf``)."""
     if not rows:
@@ -310,7 +311,7 @@ def rows_to_dataset(
         ):  # a split the column doesn't give is carved from train, as Food-101's val
             if not splits[name] and splits["train"] and fractions[name] > 0:
                 splits["train"], splits[name] = _carve(
-                    splits["train"], fractions[name], grouped_by, seed, name, warnings_
+                    splits["train"], fractions[name], grouped_by, seed, name, warnings_, min_train_groups
                 )
                 warn(
                     f"{source}: {given} give no {name} rows; {name} is carved from train "
@@ -318,7 +319,7 @@ def rows_to_dataset(
                     warnings_,
                 )
     elif grouped_by:
-        splits = grouped_split(records, fractions, seed, collect=warnings_)
+        splits = grouped_split(records, fractions, seed, collect=warnings_, min_train_groups=min_train_groups)
     else:
         rest, test = stratified_split(records, test_fraction, seed, warnings_)
         train, val = stratified_split(rest, val_fraction / max(1e-9, 1 - test_fraction), seed, warnings_)
@@ -346,6 +347,9 @@ def rows_to_dataset(
             "source": str(source),
             "seed": seed,
             "grouped_by": grouped_by,
+            "groups_per_split": {
+                k: len({r.group for r in v}) if grouped_by else len(v) for k, v in splits.items()
+            },
             "n_shared_images": sum(n > 1 for n in uses.values()),
             "warnings": warnings_,
             "text_cleaning": "whitespace",  # runs of whitespace collapsed: predict-time texts get the same
@@ -354,11 +358,23 @@ def rows_to_dataset(
 
 
 def _carve(
-    records: list[Record], fraction: float, grouped: Optional[str], seed: int, name: str, collect: list[str]
+    records: list[Record],
+    fraction: float,
+    grouped: Optional[str],
+    seed: int,
+    name: str,
+    collect: list[str],
+    min_train_groups: int = 0,
 ):
     """``name``'s rows carved from train; the split's warnings go to ``collect`` (``ds.meta["warnings"]``)."""
     if grouped:
-        s = grouped_split(records, {"train": 1 - fraction, name: fraction}, seed, collect=collect)
+        s = grouped_split(
+            records,
+            {"train": 1 - fraction, name: fraction},
+            seed,
+            collect=collect,
+            min_train_groups=min_train_groups,
+        )
         return s["train"], s[name]
     return stratified_split(records, fraction, seed, collect)
 
@@ -436,13 +452,16 @@ def read_manifest(
     on_error: Literal["raise", "skip"] = "raise",
     check_images: Literal["fast", "full", "none"] = "fast",
     image_cache: Optional[str | Path] = None,
+    min_train_groups: int = 0,
 ) -> Dataset:
     """Read a CSV, JSONL or Parquet manifest into a ``Dataset``.
 
     Splits come from ``split_col`` when the manifest has it (train / val|valid|dev / test; a split it lacks
     is carved from train: ``val_fraction`` / ``test_fraction`` of the training rows). Otherwise test and then
     val are carved off, seeded, at the row shares ``test_fraction`` and ``val_fraction``: grouped by
-    ``group_col`` (or by image, when images repeat), else stratified by label.
+    ``group_col`` (or by image, when images repeat), else stratified by label. A grouped split keeps at
+    least ``min_train_groups`` groups in train when the data has enough (k-fold text logits need k), moving
+    the fewest groups from val / test (``grouped_split``); ``ds.meta["groups_per_split"]`` counts them.
 
     Example:
         >>> ds = read_manifest("data.csv", group_col="patient", seed=1)  # doctest: +SKIP
@@ -477,6 +496,7 @@ def read_manifest(
         seed=seed,
         check_images=check_images,
         image_cache=image_cache,
+        min_train_groups=min_train_groups,
     )
 
 

@@ -255,6 +255,7 @@ def grouped_split(
     candidates: int = 8,
     collect: Optional[list[str]] = None,
     report: bool = True,
+    min_train_groups: int = 0,
 ) -> dict[str, list[Record]]:
     """Split by ``Record.group`` so that no group lands in two splits, at the *row* shares ``fractions``.
 
@@ -269,7 +270,13 @@ def grouped_split(
     or more groups). The seed picks among the candidates within 1 point of the best, so seeds still move
     the split wherever the groups leave a choice. A warning says when a split ends up more than 5
     points from its share, or without a class the data has (also appended to ``collect`` when given;
-    ``report=False`` leaves it out).
+    ``report=False`` leaves it out), and when one group holds most of the rows (``dominant_group``).
+
+    ``min_train_groups``: train keeps at least this many groups whenever the data has enough (the k-fold
+    out-of-fold text logits and cross-fitting need one group per fold at least). Where the carves leave
+    fewer, the fewest groups that keep the row shares closest are moved from val / test into train
+    (``fill_train_groups``), and a warning says so. A group holding most of the rows otherwise ends up
+    alone in train, and no fold count can split one group.
 
     Example:
         >>> recs = [Record(str(i), Path(f"{i}.jpg"), "t", "ab"[i % 2], group=f"g{i % 10}") for i in range(40)]
@@ -296,9 +303,156 @@ def grouped_split(
         out[name] = [r for i, r in enumerate(rest) if i in taken]
         rest = [r for i, r in enumerate(rest) if i not in taken]
     out[names[0]] = rest
+    if min_train_groups:
+        fill_train_groups(out, fractions, min_train_groups, rng, collect)
     if report:
+        big = dominant_group(records)
+        if big is not None:
+            where = next(k for k, v in out.items() if any(_group_key(r) == big[0] for r in v))
+            warn(
+                f"group {big[0]!r} holds {big[1]:.0%} of the {n_all} rows: the split that holds it ({where}) "
+                f"is mostly one group, the shares cannot all be met, and the other splits are scored on "
+                f"other groups than most of the training rows (a score there measures transfer to new "
+                f"groups). More, smaller groups (a finer group_col) give a closer split",
+                collect,
+            )
         warn_split_shape(out, fractions, records, collect)
     return out
+
+
+def dominant_group(records: list[Record], share: float = 0.5) -> Optional[tuple[str, float]]:
+    """The group holding more than ``share`` of the rows and its share, or None.
+
+    Example:
+        >>> recs = [Record(str(i), Path(f"{i}.jpg"), "t", "a", group="big" if i < 8 else str(i)) for i in range(10)]
+        >>> dominant_group(recs)
+        ('big', 0.8)
+    """
+    if not records:
+        return None
+    key, n = Counter(_group_key(r) for r in records).most_common(1)[0]
+    return (key, n / len(records)) if n / len(records) > share else None
+
+
+def fill_train_groups(
+    splits: dict[str, list[Record]],
+    fractions: dict[str, float],
+    min_groups: int,
+    rng: Optional[np.random.Generator] = None,
+    collect: Optional[list[str]] = None,
+) -> list[tuple[str, str]]:
+    """Move whole groups from the other splits into the first (train) until it holds ``min_groups``.
+
+    Each move takes the group that leaves the splits closest to ``fractions``: the sum over splits of
+    (share - target)² / target, whose minimum, for the rows train cannot hold, shrinks the other splits in
+    proportion to their targets (val : test stays about 1 : 2), plus 0.1 for each class a non-train split
+    lacks; a split never gives its last group, and the seed breaks exact ties. When groups
+    were moved, groups then move between the other splits (test to val, say) while that brings them closer
+    to their shares, since the carves were sized for a train that held fewer rows. ``splits`` is changed in
+    place; the groups that ended in train, as (split they came from, group), are returned, and a warning
+    says what moved. When the
+    splits run out of groups to give, train keeps fewer (``mmkit.data.checks.require_train_groups`` then
+    stops the run).
+
+    Example:
+        >>> recs = [Record(str(i), Path(f"{i}.jpg"), "t", "a", group="aabbcccc"[i]) for i in range(8)]
+        >>> s = {"train": recs[:2], "test": recs[2:]}
+        >>> fill_train_groups(s, {"train": 0.5, "test": 0.5}, 2)
+        [('test', 'b')]
+    """
+    names = list(splits)
+    train = names[0]
+    total = sum(fractions.values())
+    shares = {k: fractions.get(k, 0.0) / total for k in names}
+    n = sum(len(v) for v in splits.values())
+    rng = rng if rng is not None else np.random.default_rng(0)
+    classes = {lab for v in splits.values() for r in v for lab in r.labels}
+    groups: dict[str, dict[str, list[Record]]] = {k: {} for k in names}
+    for k in names:
+        for r in splits[k]:
+            groups[k].setdefault(_group_key(r), []).append(r)
+
+    def labels(recs: list[Record]) -> Counter:
+        return Counter(lab for r in recs for lab in r.labels)
+
+    have = {k: labels(splits[k]) for k in names}
+    size = {k: len(splits[k]) for k in names}
+
+    def score(ops: list[tuple[str, str, str]]) -> float:
+        """How far the splits would be from their shares after moving the groups ``ops`` (src, dst, key)."""
+        after, counts = dict(size), {k: Counter(have[k]) for k in names}
+        for src, dst, key in ops:
+            recs = groups[src][key]
+            after[src] -= len(recs)
+            after[dst] += len(recs)
+            counts[src] -= labels(recs)
+            counts[dst] += labels(recs)
+        out = sum((after[k] / n - shares[k]) ** 2 / shares[k] for k in names if shares[k] > 0)
+        return out + 0.1 * sum(len(classes - set(+counts[k])) for k in names[1:])
+
+    def best(options: list[list[tuple[str, str, str]]]) -> Optional[tuple[float, list[tuple[str, str, str]]]]:
+        scored = [(score(ops), float(rng.random()), ops) for ops in options]  # the seed breaks exact ties
+        return min(scored, key=lambda t: t[:2])[::2] if scored else None  # type: ignore[return-value]
+
+    def givers(dsts: list[str]) -> list[list[tuple[str, str, str]]]:
+        """Single moves of a group to one of ``dsts``; a split keeps at least one group."""
+        return [
+            [(src, dst, key)]
+            for src in names[1:]
+            if len(groups[src]) >= 2
+            for key in sorted(groups[src])
+            for dst in dsts
+            if dst != src
+        ]
+
+    def apply(ops: list[tuple[str, str, str]]) -> None:
+        for src, dst, key in ops:
+            recs = groups[src].pop(key)
+            groups[dst][key] = recs
+            splits[src] = [r for r in splits[src] if _group_key(r) != key]
+            splits[dst] = splits[dst] + recs
+            have[src] -= labels(recs)
+            have[dst] += labels(recs)
+            size[src] -= len(recs)
+            size[dst] += len(recs)
+
+    origin = {key: k for k in names for key in groups[k]}
+    before = len(groups[train])
+    moves: list[tuple[str, str]] = []
+    while len(groups[train]) < min_groups and (pick := best(givers([train]))) is not None:
+        apply(pick[1])
+        moves.append((pick[1][0][0], pick[1][0][2]))
+    # Greedy moves can overshoot (a big group first, then a small one where two small ones were right), and
+    # the carves were sized for a train that held fewer rows: improve by moving groups between the other
+    # splits, or by swapping a group moved into train for one of another split, while the score drops.
+    polished = 0
+    while moves and polished < n:
+        moved_in = [key for _, key in moves if key in groups[train]]
+        swaps = [
+            [(train, src, a), (src, train, b)]
+            for a in moved_in
+            for src in names[1:]
+            for b in sorted(groups[src])
+        ]
+        pick = best(givers(names[1:]) + swaps)
+        if pick is None or pick[0] >= score([]) - 1e-12:
+            break
+        apply(pick[1])
+        polished += 1
+    moves = sorted((origin[key], key) for key in groups[train] if origin[key] != train)
+    if moves:
+        got = ", ".join(f"{k} {len(v) / n:.1%}" for k, v in splits.items())
+        gave = Counter(name for name, _ in moves)
+        warn(
+            f"grouped split: train held {before} group(s), fewer than the {min_groups} that k-fold text "
+            f"logits and cross-fitting need (min_train_groups); {len(moves)} group(s) moved into train ("
+            + ", ".join(f"{c} from {name}" for name, c in gave.items())
+            + (f"; {polished} more moves between splits to keep the shares" if polished else "")
+            + ")"
+            + f", so the row shares are now {got}",
+            collect,
+        )
+    return moves
 
 
 def _carve(
@@ -475,6 +629,8 @@ __all__ = [
     "Skipped",
     "decode_utf8",
     "DataWarning",
+    "dominant_group",
+    "fill_train_groups",
     "grouped_split",
     "hint",
     "image_problem",
