@@ -14,10 +14,17 @@ MUTANTS = [
         new="sub = fold_dataset(dataset, np.flatnonzero(fold_of == k))",
         tests=("tests/test_crossfit_folds.py::test_each_fold_backbone_trains_on_the_other_folds_only",),
     ),
-    # "the bootstrap resamples test rows independently per seed": today's reproduce.verdict *is* that
-    # defect (one resample of the test rows per picked seed); the crossed bootstrap and its coverage test
-    # arrive with mmkit/verdict.py, and its mutant is added here then (per-seed resample indices in place of
-    # the one shared resample; killed by the coverage test and the identical-predictions [0, 0] test).
+    # "The bootstrap resamples test rows independently per seed": today's reproduce.verdict *is* that defect
+    # (a fresh resample of the test rows for every seed it picks). The crossed bootstrap arrives with
+    # mmkit/verdict.py; once it is merged, enable this entry with its text as merged (a fresh resample per
+    # seed instead of the one shared by every seed), killed by verdict's coverage / identical-rows tests:
+    # Mutant(
+    #     name="bootstrap-resamples-test-rows-per-seed",
+    #     file="mmkit/verdict.py",
+    #     old="            dev[start:stop, s] = sa(w) - sb(w) - diffs[s]",
+    #     new="            w = _row_weights(rows_rng, stop - start, n)\n            dev[start:stop, s] = sa(w) - sb(w) - diffs[s]",
+    #     tests=("tests/test_verdict.py::<the coverage test with 3 and 5 seeds>",),
+    # ),
     Mutant(
         name="image-standardisation-fitted-on-all-splits",
         file="mmkit/stage2.py",
@@ -71,7 +78,8 @@ MUTANTS = [
         new='model, loaders["train"], loaders["test"], train,',
         tests=("tests/test_fusion.py::test_selection_uses_validation_not_test",),
     ),
-    # reproduce.verdict moves to mmkit/verdict.py: re-target `file` (and `old` if its line changes) there.
+    # reproduce.verdict moves to mmkit/verdict.py: re-target this mutant there (there the baseline is chosen
+    # by `col = f"val_{metric}"` in _best_single: `val_` -> `test_`), and its test to the new entry point.
     Mutant(
         name="baseline-chosen-on-test",
         file="mmkit/reproduce.py",
@@ -117,6 +125,13 @@ MUTANTS = [
         file="mmkit/data/fpus23.py",
         old="records.append(Record(f\"{stream}/{f['name']}\", path, text, label, stream, meta))",
         new="records.append(Record(f\"{stream}/{f['name']}\", path, text, label, f\"{stream}/{f['name']}\", meta))",
+        tests=("tests/test_fpus23.py::test_grouped_split_keeps_every_class_in_every_split",),
+    ),
+    Mutant(
+        name="grouped-split-ignores-the-groups",
+        file="mmkit/data/records.py",
+        old="return r.group if r.group is not None else r.id",
+        new="return r.id",
         tests=("tests/test_fpus23.py::test_grouped_split_keeps_every_class_in_every_split",),
     ),
     Mutant(

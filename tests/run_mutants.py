@@ -123,17 +123,19 @@ def run_tests(root: Path, tests: tuple[str, ...], timeout: float, python: str = 
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True, timeout=timeout)
-        rc, output = proc.returncode, proc.stdout + proc.stderr
-        tail = output[-2000:]
-        # pytest's short summary ("FAILED node - AssertionError: ..."): why the mutant was killed
-        first = [line for line in output.splitlines() if line.startswith(("FAILED ", "ERROR "))][:1]
+        rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
     except subprocess.TimeoutExpired:
-        rc, tail, first = -1, f"timed out after {timeout:.0f} s", []
+        rc, tail = -1, f"timed out after {timeout:.0f} s"
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    reasons = []  # why the first failing test failed (the mutant's effect, shown beside "killed")
     if report.exists():
-        for suite in ET.parse(report).getroot().iter("testsuite"):
+        root_el = ET.parse(report).getroot()
+        for suite in root_el.iter("testsuite"):
             for key in counts:
                 counts[key] += int(suite.get(key, 0))
+        for case in root_el.iter("testcase"):
+            for bad in list(case.iter("failure")) + list(case.iter("error")):
+                reasons.append(f"{case.get('name')}: {(bad.get('message') or '').splitlines()[0][:140]}")
     failed = counts["failures"] + counts["errors"]
     return {
         "rc": rc,
@@ -142,7 +144,7 @@ def run_tests(root: Path, tests: tuple[str, ...], timeout: float, python: str = 
         "skipped": counts["skipped"],
         "seconds": time.perf_counter() - start,
         "tail": tail,
-        "reason": first[0].split(" - ", 1)[-1][:160] if first else "",
+        "reason": reasons[0] if reasons else "",
     }
 
 
