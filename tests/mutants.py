@@ -76,7 +76,7 @@ MUTANTS = [
         file="mmkit/stage2.py",
         old='model, loaders["train"], loaders["val"], train,',
         new='model, loaders["train"], loaders["test"], train,',
-        tests=("tests/test_fusion.py::test_selection_uses_validation_not_test",),
+        tests=("tests/test_selection_split.py::test_stage2_selects_its_epoch_on_the_validation_split",),
     ),
     # reproduce.verdict moves to mmkit/verdict.py: re-target this mutant there (there the baseline is chosen
     # by `col = f"val_{metric}"` in _best_single: `val_` -> `test_`), and its test to the new entry point.
