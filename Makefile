@@ -13,7 +13,7 @@ export MKL_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: env demo test lint format lab git-setup clean bench
+.PHONY: env demo test mutants lint format lab git-setup clean bench
 
 env: $(STAMP)
 
@@ -35,6 +35,10 @@ test: demo
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
+
+# Each known defect put back into a copy of mmkit (tests/mutants.py) must make its named tests fail.
+mutants: $(STAMP)
+	$(PY) tests/run_mutants.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
