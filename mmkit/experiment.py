@@ -109,7 +109,7 @@ def run_fusion_experiment(
         ...                             text=TextConfig(), fusion=FusionConfig())  # doctest: +SKIP
         >>> exp.rows()  # doctest: +SKIP
     """
-    from mmkit.features import backbone_module, build_feature_bank, default_bank_dir
+    from mmkit.features import backbone_module, build_feature_bank, default_bank_dir, resolve_bank_views
     from mmkit.metrics import compute_metrics
     from mmkit.text import compute_text_features
     from mmkit.train import resolve_select_on, restore_stage1_settings
@@ -133,12 +133,13 @@ def run_fusion_experiment(
     bank, module = None, None
     source = backbone if backbone is not None else model.backbone
     if fusion.feature_bank:
+        views = resolve_bank_views(fusion.bank_views, train.epochs, augment.copies)
 
         def bank_of(ds: Any, checkpoint: Optional[str]) -> Any:
             return build_feature_bank(
                 ds, source, pretrained=model.pretrained, checkpoint=checkpoint, preset=augment.preset,
-                views=fusion.bank_views, image_size=augment.image_size, seed=augment.seed,
-                batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or default_bank_dir(out),
+                views=views, image_size=augment.image_size, seed=augment.seed,
+                batch_size=max(augment.batch_size, views), cache_dir=fusion.bank_dir or default_bank_dir(out),
                 device=device, num_workers=augment.num_workers,
             )  # fmt: skip
 

@@ -196,7 +196,7 @@ def model_from_stage2(
     else:
         if bank is None:
             raise ValueError("a bank-path result needs bank= (the feature bank it was trained on)")
-        image_batch, dtype = max(augment.batch_size, fusion.bank_views), "float16"
+        image_batch, dtype = max(augment.batch_size, bank.views), "float16"  # as the bank was built
         stage1 = stage1_backbone(checkpoint) if backbone is None and checkpoint is not None else None
         if backbone is not None:
             image_module = backbone
