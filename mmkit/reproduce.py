@@ -399,13 +399,15 @@ class _Grid:
                 replace(self.augment, seed=seed, copies=copies), out_dir=self.out / "stage1" / f"{_variant_dir(copies, 'all')}_crossfit{k}" / f"seed{seed}",
                 resume=self.resume_stage1, device=self.device,
             )  # fmt: skip
+        # The main run's bank exists anyway (its cell built it): used only for the fold-vs-full CKA. The
+        # cross-fitted row's val/test rows come from the fold backbones, never from it.
         full = self.bank(seed, cell, full_checkpoint)
         bank = cross_fitted_bank(
             self.ds,
             fold_of,
             [f.checkpoint for f in fits],
-            full,
             lambda ds, ckpt: self.bank(seed, cell, ckpt, ds),
+            full,
         )
         feats = self.text_features(seed, cell)
         method = f"proposed (M={copies}, all) + {self.fusion.head} · {crossfit_tag(k)}"
