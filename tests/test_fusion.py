@@ -460,3 +460,21 @@ def test_stage2_model_averages_fold_logits():
         both = model({"features": image, "text_features": text})
         each = [model({"features": image[:, k], "text_features": text}) for k in range(2)]
     assert torch.allclose(both, (each[0] + each[1]) / 2)
+
+
+def test_stage2_bank_views_epochs_uses_each_view_once(food, tmp_path):
+    from mmkit.features import resolve_bank_views
+
+    epochs, m = 3, 2
+    k = resolve_bank_views("epochs", epochs, m)
+    bank = build_feature_bank(food, RandomConvNet(), views=k, image_size=32, cache_dir=tmp_path, device="cpu")
+    text, _ = compute_text_features(food, "tfidf", folds=3)
+    kw = dict(
+        bank=bank, fusion=FusionConfig(bank_views="epochs"), augment=AugmentConfig(batch_size=64, copies=m),
+        train=TrainConfig(epochs=epochs, lr=1e-2, optimizer="adamw"), device="cpu",
+    )  # fmt: skip
+    result = train_stage2(food, text, **kw)
+    assert result.loaders["train"].each_once and result.loaders["train"].epochs_covered == epochs
+    assert not result.loaders["val"].each_once
+    with pytest.raises(ValueError, match='bank_views="epochs": 4 stage-2 epochs x copies=2 need 8'):
+        train_stage2(food, text, **{**kw, "train": TrainConfig(epochs=4, lr=1e-2, optimizer="adamw")})
