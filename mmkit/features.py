@@ -174,6 +174,26 @@ def resolve_bank_views(bank_views: Union[int, str], stage2_epochs: int, copies: 
     return int(bank_views)
 
 
+def describe_bank_views(bank_views: Union[int, str], stage2_epochs: int, copies: int) -> str:
+    """How the bank a ``bank_views`` setting builds serves ``stage2_epochs`` epochs of M = ``copies`` views
+    per sample: the words tables and notebooks print beside a row's score ("approximation" whenever views
+    are reused across epochs).
+
+    Example:
+        >>> describe_bank_views("epochs", 20, 4)
+        'K=80 = 20 epochs x M=4, every view used once (as the live path, computed once)'
+        >>> describe_bank_views(8, 20, 4)
+        'K=8, M=4 of them drawn every step for 20 epochs: an approximation (views reused across epochs)'
+    """
+    k = resolve_bank_views(bank_views, stage2_epochs, copies)
+    if bank_views == "epochs":
+        return f"K={k} = {stage2_epochs} epochs x M={copies}, every view used once (as the live path, computed once)"
+    return (
+        f"K={k}, M={copies} of them drawn every step for {stage2_epochs} epochs: an approximation "
+        "(views reused across epochs)"
+    )
+
+
 def bank_bytes(n_train: int, n_eval: int, views: int, width: int, itemsize: int = 2) -> int:
     """Bytes of a bank on disk: ``views`` + 1 plain view per training image, one plain view per val/test
     image, ``width`` features each (float16: 2 bytes).
@@ -745,6 +765,7 @@ __all__ = [
     "clean_stale_tmp",
     "dataset_fingerprint",
     "default_bank_dir",
+    "describe_bank_views",
     "file_sha256",
     "key_hash",
     "load_backbone",

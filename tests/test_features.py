@@ -290,6 +290,11 @@ def test_bank_views_epochs_uses_every_view_exactly_once(ds, tmp_path):
     assert k == 6 and resolve_bank_views(8, epochs, m) == 8
     with pytest.raises(ValueError, match="epochs"):
         resolve_bank_views("all", epochs, m)
+    from mmkit.features import describe_bank_views
+
+    assert "approximation" in describe_bank_views(4, epochs, m) and "K=4" in describe_bank_views(4, epochs, m)
+    assert "approximation" not in describe_bank_views("epochs", epochs, m)
+    assert "K=6" in describe_bank_views("epochs", epochs, m)
     bank = _build(ds, tmp_path, TinyNet(), views=k)
     text = _text_table(ds)
     loader = BankLoader(bank, text, ds, "train", batch_size=5, copies=m, seed=3, each_once=True)
