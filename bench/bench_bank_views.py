@@ -54,6 +54,23 @@ def real_scale_sizes(views: int, width: int = 2048, itemsize: int = 2) -> dict[s
     return out
 
 
+def paired_against_full(per_k: list[dict], full: int) -> None:
+    """Add to each K's row its per-seed difference from the full bank (K = epochs x M) on the same seed
+    (same stage-1 checkpoint and text features): the mean and std of the paired differences, which the
+    seed-to-seed spread of either row hides."""
+    import numpy as np
+
+    ref = next((r for r in per_k if r["K"] == full), None)
+    if ref is None:
+        return
+    by_seed = dict(zip(ref["seeds"], ref["test"]))
+    for row in per_k:
+        diff = [t - by_seed[s] for s, t in zip(row["seeds"], row["test"]) if s in by_seed]
+        row["diff_vs_full"] = diff
+        row["diff_vs_full_mean"] = float(np.mean(diff))
+        row["diff_vs_full_std"] = float(np.std(diff, ddof=1)) if len(diff) > 1 else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -131,6 +148,7 @@ def main() -> None:
         row["build_s_mean"] = float(np.mean(row["build_s"]))
         row["approximation"] = row["K"] < args.stage2_epochs * args.copies
     full = resolve_bank_views("epochs", args.stage2_epochs, args.copies)
+    paired_against_full(list(per_k.values()), full)
     out = {
         "benchmark": "proposed row (stage 1 fine-tuned -> bank -> concat-linear + tf-idf) test accuracy by K",
         "dataset": ds.name,
@@ -162,7 +180,10 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for row in per_k.values():
-        print(f"K={row['K']:>3} M={row['M']}: test {row['test_mean']:.4f} +- {row['test_std']:.4f}")
+        print(
+            f"K={row['K']:>3} M={row['M']}: test {row['test_mean']:.4f} +- {row['test_std']:.4f}, "
+            f"vs K={full}: {row.get('diff_vs_full_mean', float('nan')):+.4f}"
+        )
 
 
 if __name__ == "__main__":
