@@ -323,6 +323,11 @@ def test_cross_fitted_bank_rows_come_from_backbones_that_never_saw_them(tmp_path
             )
             assert not np.array_equal(alone.lookup(split, ds.ids(split)), full.lookup(split, ds.ids(split)))
     assert not np.array_equal(exp.bank.lookup("train", ids), full.lookup("train", ids))
+    # val (epoch selection) and test batches carry both folds' features: the head's prediction is their mean
+    main = exp.results["concat-linear"]
+    assert all(
+        next(iter(main.loaders[s]))["features"].shape[1:] == (2, exp.bank.dim) for s in ("val", "test")
+    )
     cka = exp.bank.meta["cka"]
     assert len(cka["fold_vs_full"]) == 2 and all(
         0 < c <= 1 for c in cka["fold_vs_full"] + cka["fold_vs_fold"]
