@@ -17,7 +17,7 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -125,7 +125,11 @@ class FusionConfig:
     """Stage 2: the fusion head and its feature bank."""
 
     head: str = "concat-linear"  # concat-linear | concat-mlp | late | gated
-    bank_views: int = 8  # K augmented views of each training image cached in the feature bank
+    # K augmented views of each training image cached in the feature bank; each stage-2 step draws M of
+    # them. "epochs": K = stage-2 epochs x M and every view is used exactly once (a fresh augmentation for
+    # every batch, as the live path; mmkit.features.resolve_bank_views). An integer K < epochs x M reuses
+    # views across epochs: an approximation of that.
+    bank_views: Union[int, str] = 8
     modality_dropout: float = 0.0
     missing_fill: str = "mean"  # a missing modality becomes its training mean ("mean") or zeros ("zero")
     feature_bank: bool = True  # False: the live path (backbone run every step, trainable per train_blocks)
@@ -135,8 +139,9 @@ class FusionConfig:
     hidden: int = 256  # concat-mlp / gated hidden width
     projection: str = "pca"  # 2-D view of the fused features: pca | tsne
     # K > 1: cross-fitting. K stage-1 backbones, each fine-tuned on K-1 folds of train, encode their held-out
-    # fold into the bank's training rows (val/test: the backbone fine-tuned on all of train); the text's
-    # out-of-fold logits then use the same K folds. 1: one backbone for every row (the published recipe).
+    # fold into the bank's training rows and every val/test row (the head's val/test prediction averages the
+    # K backbones' logits: no head sees a feature space it never trained in); the text's out-of-fold logits
+    # then use the same K folds. 1: one backbone for every row (the published recipe).
     stage1_folds: int = 1
 
 

@@ -109,7 +109,7 @@ def run_fusion_experiment(
         ...                             text=TextConfig(), fusion=FusionConfig())  # doctest: +SKIP
         >>> exp.rows()  # doctest: +SKIP
     """
-    from mmkit.features import backbone_module, build_feature_bank, default_bank_dir
+    from mmkit.features import backbone_module, build_feature_bank, default_bank_dir, resolve_bank_views
     from mmkit.metrics import compute_metrics
     from mmkit.text import compute_text_features
     from mmkit.train import resolve_select_on, restore_stage1_settings
@@ -133,18 +133,23 @@ def run_fusion_experiment(
     bank, module = None, None
     source = backbone if backbone is not None else model.backbone
     if fusion.feature_bank:
+        views = resolve_bank_views(fusion.bank_views, train.epochs, augment.copies)
 
-        def bank_of(ds: Any, checkpoint: Optional[str]) -> Any:
+        def bank_of(ds: Any, checkpoint: Optional[str], k: int = views) -> Any:
             return build_feature_bank(
                 ds, source, pretrained=model.pretrained, checkpoint=checkpoint, preset=augment.preset,
-                views=fusion.bank_views, image_size=augment.image_size, seed=augment.seed,
-                batch_size=max(augment.batch_size, fusion.bank_views), cache_dir=fusion.bank_dir or default_bank_dir(out),
+                views=k, image_size=augment.image_size, seed=augment.seed,
+                batch_size=max(augment.batch_size, k), cache_dir=fusion.bank_dir or default_bank_dir(out),
                 device=device, num_workers=augment.num_workers,
             )  # fmt: skip
 
-        bank = bank_of(dataset, fusion.checkpoint)
-        if fold_of is not None:
-            bank = _cross_fitted(dataset, fold_of, fusion, bank, bank_of, out, resume, device)
+        if fold_of is None:
+            bank = bank_of(dataset, fusion.checkpoint)
+        else:
+            # The checkpoint's own features take no part in the cross-fitted row; one view of them (cheap)
+            # only measures how far the fold backbones' feature spaces are from it (meta["cka"]).
+            full = bank_of(dataset, fusion.checkpoint, 1)
+            bank = _cross_fitted(dataset, fold_of, fusion, full, bank_of, out, resume, device)
     else:
         module = backbone_module(
             source, model.pretrained, fusion.checkpoint, augment.seed, augment.image_size
@@ -213,8 +218,9 @@ def _cross_fit_folds(dataset: Any, fusion: FusionConfig, seed: int) -> Any:
 
 
 def _cross_fitted(dataset, fold_of, fusion, full_bank, bank_of, out, resume, device) -> Any:
-    """The bank whose training rows come from K backbones fine-tuned as ``fusion.checkpoint`` was (its
-    ``config.json``: model, train and augment settings of ``train_stage1``), each without one fold."""
+    """The bank whose rows come from K backbones fine-tuned as ``fusion.checkpoint`` was (its
+    ``config.json``: model, train and augment settings of ``train_stage1``), each without one fold: its
+    held-out fold's training rows and every val/test row (``mmkit.crossfit.cross_fitted_bank``)."""
     import json
     import tempfile
 
@@ -235,7 +241,7 @@ def _cross_fitted(dataset, fold_of, fusion, full_bank, bank_of, out, resume, dev
     )
     where = out / "stage1_crossfit" if out is not None else Path(tempfile.mkdtemp(prefix="mmkit_crossfit_"))
     fits = cross_fit_stage1(dataset, fold_of, *stage1, out_dir=where, resume=resume, device=device)
-    bank = cross_fitted_bank(dataset, fold_of, [f.checkpoint for f in fits], full_bank, bank_of)
+    bank = cross_fitted_bank(dataset, fold_of, [f.checkpoint for f in fits], bank_of, full_bank)
     bank.meta["fold_fits"] = [{"fold": f.fold, "seconds": f.seconds, "n_train": f.n_train} for f in fits]
     return bank
 

@@ -6,6 +6,10 @@ means ``eval()`` + ``inference_mode``, and the features are computed once: every
 ``views`` (K) augmented views through ``make_loader`` (the same seeded views the stage-1 loader would
 draw), every val/test image its plain eval view, and training images also their plain view. Stage 2 then
 keeps batch augmentation by drawing M of the K cached views of each sample at every step (``BankLoader``).
+With ``bank_views="epochs"`` (``resolve_bank_views``) the bank holds K = stage-2 epochs x M views and each
+is used exactly once: epoch e reads views e*M .. e*M+M-1 of every sample, so every batch gets augmentations
+it has never seen, the live path's "fresh augmentation for every batch", computed once and shared by every
+head. An integer K < epochs x M is an approximation of that: views are reused across epochs.
 
 The bank lives on disk as float16 ``.npy`` files under ``cache_dir/<key hash>/``. The key holds the
 backbone name, its weights (a hash of the weights themselves, for a stage-1 checkpoint, a module or a random
@@ -143,6 +147,62 @@ def bank_key(
 
 def key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# ---------------------------------------------------------------------------------------------- views
+def resolve_bank_views(bank_views: Union[int, str], stage2_epochs: int, copies: int) -> int:
+    """K, the views per training image a bank holds: ``"epochs"`` is stage-2 epochs x M (each view used
+    exactly once, ``BankLoader(each_once=True)``), an integer is itself (M of K drawn at every step).
+
+    Example:
+        >>> resolve_bank_views("epochs", 20, 4), resolve_bank_views(8, 20, 4)
+        (80, 8)
+    """
+    if isinstance(bank_views, str):
+        if bank_views != "epochs":
+            raise ValueError(
+                f"bank_views={bank_views!r}: give an integer K (views cached per training image) or "
+                '"epochs" (K = stage-2 epochs x copies, every view used once)'
+            )
+        if stage2_epochs < 1 or copies < 1:
+            raise ValueError(
+                f'bank_views="epochs" needs stage-2 epochs >= 1 and copies >= 1, got {stage2_epochs} and {copies}'
+            )
+        return int(stage2_epochs) * int(copies)
+    if isinstance(bank_views, bool) or int(bank_views) != bank_views or bank_views < 1:
+        raise ValueError(f'bank_views={bank_views!r}: an integer >= 1, or "epochs"')
+    return int(bank_views)
+
+
+def describe_bank_views(bank_views: Union[int, str], stage2_epochs: int, copies: int) -> str:
+    """How the bank a ``bank_views`` setting builds serves ``stage2_epochs`` epochs of M = ``copies`` views
+    per sample: the words tables and notebooks print beside a row's score ("approximation" whenever views
+    are reused across epochs).
+
+    Example:
+        >>> describe_bank_views("epochs", 20, 4)
+        'K=80 = 20 epochs x M=4, every view used once (as the live path, computed once)'
+        >>> describe_bank_views(8, 20, 4)
+        'K=8, M=4 of them drawn every step for 20 epochs: an approximation (views reused across epochs)'
+    """
+    k = resolve_bank_views(bank_views, stage2_epochs, copies)
+    if bank_views == "epochs":
+        return f"K={k} = {stage2_epochs} epochs x M={copies}, every view used once (as the live path, computed once)"
+    return (
+        f"K={k}, M={copies} of them drawn every step for {stage2_epochs} epochs: an approximation "
+        "(views reused across epochs)"
+    )
+
+
+def bank_bytes(n_train: int, n_eval: int, views: int, width: int, itemsize: int = 2) -> int:
+    """Bytes of a bank on disk: ``views`` + 1 plain view per training image, one plain view per val/test
+    image, ``width`` features each (float16: 2 bytes).
+
+    Example:
+        >>> bank_bytes(1000, 200, 80, 2048) / 2**30  # doctest: +ELLIPSIS
+        0.30...
+    """
+    return int((n_train * (views + 1) + n_eval) * width * itemsize)
 
 
 # -------------------------------------------------------------------------------------------- backbones
@@ -334,7 +394,9 @@ def clean_stale_tmp(cache_dir: Union[str, Path]) -> list[Path]:
 class FeatureBank:
     """Cached image features: ``features["train"]`` [N, K, D], ``plain[split]`` [N, D] (eval view), float16.
 
-    Rows follow ``ids[split]``; read them with ``lookup`` (by id) rather than by position.
+    Rows follow ``ids[split]``; read them with ``lookup`` (by id) rather than by position. A cross-fitted
+    bank (``mmkit.crossfit.cross_fitted_bank``) holds val/test as [N, F, D]: the eval view encoded by each
+    of its F fold backbones.
     """
 
     path: Path
@@ -570,14 +632,25 @@ def _dim(module: nn.Module) -> int:
 class BankLoader:
     """Stage-2 batches from the bank: image features + text features (joined by id) + labels.
 
-    Training: each epoch shuffles the samples and, for every sample in a batch, draws ``copies`` (M) of its
-    K cached views without replacement (M <= K), so the head still sees batch augmentation; the draw is
-    seeded by (seed, epoch), so a resumed run repeats it exactly. ``modality_dropout`` adds per-sample
-    ``image_present`` / ``text_present`` masks. Other splits: the plain view, in order, no masks.
+    Training: each epoch shuffles the samples and, for every sample in a batch, takes ``copies`` (M) of its
+    K cached views. ``each_once=False``: M of the K drawn without replacement at every step (M <= K; views
+    are reused across epochs). ``each_once=True`` (``bank_views="epochs"``): epoch e takes views
+    e*M .. e*M+M-1, so over the epochs every (sample, view) is used exactly once (K >= epochs x M). The
+    draw is seeded by (seed, epoch), so a resumed run repeats it exactly. ``modality_dropout`` adds
+    per-sample ``image_present`` / ``text_present`` masks. Other splits: the plain view, in order, no masks;
+    a cross-fitted bank's val/test rows carry one plain view per fold backbone ([B, F, D]: the model
+    averages the F folds' predictions).
+
+    The views stay memory-mapped (the bank's ``.npy`` file): each batch reads only its own rows, so a bank
+    larger than RAM (K = epochs x M at real scale) trains as well as a small one.
 
     Batches are dicts in sample-major order: "features" float32 [B*M, D] (image), "text_features" float32
     [B*M, T], "label",
     "index" (position in ``dataset.records(split)``), "copy" (view number), "id".
+
+    Example:
+        >>> loader = BankLoader(bank, text, ds, "train", batch_size=32, copies=4, seed=0)  # doctest: +SKIP
+        >>> loader.set_epoch(3); batch = next(iter(loader))  # doctest: +SKIP
     """
 
     def __init__(
@@ -592,10 +665,12 @@ class BankLoader:
         shuffle: Optional[bool] = None,
         modality_dropout: float = 0.0,
         drop_last: bool = False,
+        each_once: bool = False,
     ):
         self.split, self.batch_size, self.seed = split, batch_size, seed
         self.train = split == "train"
         self.copies = copies if self.train else 1
+        self.each_once = each_once and self.train
         if self.copies > bank.views and self.train:
             raise ValueError(f"copies={copies} views per step but the bank holds only K={bank.views}")
         self.shuffle = self.train if shuffle is None else shuffle
@@ -604,13 +679,18 @@ class BankLoader:
         recs = dataset.records(split)
         ids = [r.id for r in recs]
         self.ids = ids
-        rows = bank.rows(split, ids)  # join by id: the bank's row order does not matter
-        # Training batches draw from the K views only, other splits from the plain view: read just that one.
-        self.views = torch.from_numpy(np.asarray(bank.features["train"])[rows]) if self.train else None
-        self.plain = None if self.train else torch.from_numpy(np.asarray(bank.plain[split])[rows])
+        self.rows = bank.rows(split, ids)  # join by id: the bank's row order does not matter
+        # Kept as the bank holds them (a memmap for a bank on disk): each batch reads its own rows only.
+        self.views = bank.features["train"] if self.train else None
+        self.plain = None if self.train else bank.plain[split]
         self.text = torch.from_numpy(text.lookup(split, ids)).float()
         self.labels = torch.from_numpy(dataset.targets(split))
         self.epoch = 0
+
+    @property
+    def epochs_covered(self) -> Optional[int]:
+        """With ``each_once``: how many epochs the bank's views last (K // M); else None (no limit)."""
+        return self.views.shape[1] // self.copies if self.each_once else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -623,23 +703,44 @@ class BankLoader:
     def num_samples(self) -> int:
         return len(self.ids)
 
+    def _read(self, array: np.ndarray, rows: np.ndarray, views: Optional[np.ndarray] = None) -> torch.Tensor:
+        # Fancy indexing a memmap reads only the rows asked for; sorted rows read the file front to back.
+        order = np.argsort(rows, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        if views is None:
+            out = np.asarray(array[rows[order]])[back]
+        else:
+            out = np.asarray(array[rows[order][:, None], views[order]])[back]
+        return torch.from_numpy(out.astype(np.float32))
+
     def __iter__(self):
         gen = torch_generator(self.seed, "bank_batches", self.epoch)
         n = len(self.ids)
+        if self.each_once and (self.epoch + 1) * self.copies > self.views.shape[1]:
+            raise ValueError(
+                f"epoch {self.epoch} needs views {self.epoch * self.copies}..{(self.epoch + 1) * self.copies - 1} "
+                f"but the bank holds K={self.views.shape[1]} (bank_views='epochs' builds K = stage-2 "
+                "epochs x copies): rebuild the bank for these epochs"
+            )
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             m = self.copies
+            rows = self.rows[idx.numpy()]
             if self.train:
-                # M distinct views of each sample: the first M of a random permutation of the K views
-                pick = torch.rand(len(idx), self.views.shape[1], generator=gen).argsort(1)[:, :m]
-                image = self.views[idx.unsqueeze(1), pick].reshape(len(idx) * m, -1)
+                if self.each_once:  # this epoch's own M views: never seen in another epoch
+                    first = self.epoch * m
+                    pick = torch.arange(first, first + m).expand(len(idx), m)
+                else:  # M distinct views of each sample: the first M of a random permutation of the K
+                    pick = torch.rand(len(idx), self.views.shape[1], generator=gen).argsort(1)[:, :m]
+                image = self._read(self.views, rows, pick.numpy()).reshape(len(idx) * m, -1)
                 copy = pick.reshape(-1)
             else:
-                image, copy = self.plain[idx], torch.zeros(len(idx), dtype=torch.long)
+                image, copy = self._read(self.plain, rows), torch.zeros(len(idx), dtype=torch.long)
             rep = idx.repeat_interleave(m)
             batch = {
-                "features": image.float(),
+                "features": image,
                 "text_features": self.text[rep],
                 "label": self.labels[rep],
                 "index": rep,
@@ -657,16 +758,19 @@ __all__ = [
     "BANK_VERSION",
     "BankLoader",
     "FeatureBank",
+    "bank_bytes",
     "bank_key",
     "build_feature_bank",
     "checkpoint_weights_sha256",
     "clean_stale_tmp",
     "dataset_fingerprint",
     "default_bank_dir",
+    "describe_bank_views",
     "file_sha256",
     "key_hash",
     "load_backbone",
     "load_backbone_weights",
+    "resolve_bank_views",
     "stage1_backbone",
     "stage1_norm",
     "state_sha256",

@@ -196,7 +196,13 @@ def model_from_stage2(
     else:
         if bank is None:
             raise ValueError("a bank-path result needs bank= (the feature bank it was trained on)")
-        image_batch, dtype = max(augment.batch_size, fusion.bank_views), "float16"
+        if bank.meta.get("cross_fitted"):  # its val/test predictions average K fold backbones
+            raise ValueError(
+                f"the feature bank {bank.path} is cross-fitted: its predictions average {bank.meta['cross_fitted']} "
+                "fold backbones, which a saved model (one backbone) cannot reproduce; save the model of a "
+                "stage1_folds=1 run"
+            )
+        image_batch, dtype = max(augment.batch_size, bank.views), "float16"  # as the bank was built
         stage1 = stage1_backbone(checkpoint) if backbone is None and checkpoint is not None else None
         if backbone is not None:
             image_module = backbone

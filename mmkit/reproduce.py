@@ -258,14 +258,16 @@ class _Grid:
         return shared[key][0]
 
     def bank(self, seed: int, cell: str, checkpoint: Optional[Path], dataset: Any = None) -> Any:
-        from mmkit.features import build_feature_bank
+        from mmkit.features import build_feature_bank, resolve_bank_views
 
         a, f, m = self.augment, self.fusion, self.model
+        # "epochs": K = stage-2 epochs x the grid's largest M, so every row's head uses each view at most once
+        views = resolve_bank_views(f.bank_views, self.stage2.epochs, a.copies)
         with self._timed(seed, cell, "bank build"):
             return build_feature_bank(
                 dataset if dataset is not None else self.ds, m.backbone, pretrained=m.pretrained,
-                checkpoint=checkpoint, preset=a.preset, views=f.bank_views, image_size=a.image_size, seed=seed,
-                batch_size=max(a.batch_size, f.bank_views), cache_dir=f.bank_dir or self.out / "feature_bank",
+                checkpoint=checkpoint, preset=a.preset, views=views, image_size=a.image_size, seed=seed,
+                batch_size=max(a.batch_size, views), cache_dir=f.bank_dir or self.out / "feature_bank",
                 device=self.device, num_workers=a.num_workers,
             )  # fmt: skip
 
@@ -397,13 +399,15 @@ class _Grid:
                 replace(self.augment, seed=seed, copies=copies), out_dir=self.out / "stage1" / f"{_variant_dir(copies, 'all')}_crossfit{k}" / f"seed{seed}",
                 resume=self.resume_stage1, device=self.device,
             )  # fmt: skip
+        # The main run's bank exists anyway (its cell built it): used only for the fold-vs-full CKA. The
+        # cross-fitted row's val/test rows come from the fold backbones, never from it.
         full = self.bank(seed, cell, full_checkpoint)
         bank = cross_fitted_bank(
             self.ds,
             fold_of,
             [f.checkpoint for f in fits],
-            full,
             lambda ds, ckpt: self.bank(seed, cell, ckpt, ds),
+            full,
         )
         feats = self.text_features(seed, cell)
         method = f"proposed (M={copies}, all) + {self.fusion.head} · {crossfit_tag(k)}"

@@ -53,6 +53,11 @@ class Stage2Model(nn.Module):
         return self.backbone(normalize(batch["image"], norm, device=device))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Logits [B, C]. Image features [B, F, D] (a cross-fitted bank's val/test rows, one view per fold
+        backbone) give the mean of the F folds' logits: each fold's features go through the head in the
+        space it trained in. Logits, not probabilities, are averaged: the result stays a logit for the loss,
+        ``compute_metrics`` and the multi-label threshold at 0, and for a linear head it equals the head on
+        the folds' mean standardised features."""
         image = self.image_features(batch)
         text = batch["text_features"].to(image.device, non_blocking=True)
         n = len(image)
@@ -62,6 +67,12 @@ class Stage2Model(nn.Module):
         elif self.modalities == "text":
             image_present = torch.zeros(n, dtype=torch.bool)
         move = lambda m: None if m is None else m.to(image.device)  # noqa: E731
+        if image.ndim == 3:
+            folds = [
+                self.fusion(image[:, f], text, move(image_present), move(text_present))
+                for f in range(image.shape[1])
+            ]
+            return torch.stack(folds).mean(0)
         return self.fusion(image, text, move(image_present), move(text_present))
 
 
@@ -147,12 +158,18 @@ def project_2d(features: np.ndarray, method: str = "pca", seed: int = 0) -> np.n
 
 @torch.no_grad()
 def fused_features(model: Stage2Model, loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(the head's input: standardised concat(image, text) [N, D+T], targets) over ``loader``."""
+    """(the head's input: standardised concat(image, text) [N, D+T], targets) over ``loader``; a
+    cross-fitted bank's rows: the mean over its fold backbones of the standardised image features."""
     model.eval()
     feats, ys = [], []
     for batch in loader:
         image = model.image_features(batch)
-        z = torch.cat(model.fusion.standardise(image, batch["text_features"].to(image.device)), dim=1)
+        text = batch["text_features"].to(image.device)
+        if image.ndim == 3:
+            parts = [model.fusion.standardise(image[:, f], text) for f in range(image.shape[1])]
+            z = torch.cat([torch.stack([p[0] for p in parts]).mean(0), parts[0][1]], dim=1)
+        else:
+            z = torch.cat(model.fusion.standardise(image, text), dim=1)
         feats.append(z.float().cpu())
         ys.append(batch["label"])
     return torch.cat(feats).numpy(), torch.cat(ys).numpy()
@@ -195,7 +212,9 @@ def train_stage2(
     """Train a fusion head on the feature bank (``bank``) or live (``backbone``; trainable per
     ``train_blocks``), select the epoch on validation, and score val and test.
 
-    ``augment.copies`` is M, the views of each sample per step (on the bank: M of its K cached views).
+    ``augment.copies`` is M, the views of each sample per step (on the bank: M of its K cached views;
+    with ``fusion.bank_views="epochs"`` epoch e reads views e*M .. e*M+M-1, each view once, and the bank
+    must hold K >= ``train.epochs`` x M).
     Training is ``mmkit.train.fit`` (the stage-1 loop): optimiser and schedule from ``train``, selection on
     val, ``out_dir/best.pt`` + ``last.pt`` checkpoints, exact ``resume``; ``on_epoch_end(row)`` per epoch.
 
@@ -215,6 +234,12 @@ def train_stage2(
     device = default_device(device if device is not None else train.device)  # as stage 1 does
     loaders = stage2_loaders(dataset, text, bank, augment, fusion, train.seed)
     if bank is not None:
+        if fusion.bank_views == "epochs" and bank.views < train.epochs * augment.copies:
+            raise ValueError(
+                f'bank_views="epochs": {train.epochs} stage-2 epochs x copies={augment.copies} need '
+                f"{train.epochs * augment.copies} views of each training image, the bank holds K={bank.views}; "
+                "build it with views=resolve_bank_views('epochs', epochs, copies)"
+            )
         image_stats = _bank_stats(bank.features["train"])
         image_dim = bank.dim
     else:
@@ -251,7 +276,8 @@ def train_stage2(
 def stage2_loaders(
     dataset: Any, text: Any, bank: Any, augment: AugmentConfig, fusion: FusionConfig, seed: int
 ) -> dict[str, Any]:
-    """Train/val/test stage-2 loaders: from the bank (M of K views) or live (``make_loader`` + text)."""
+    """Train/val/test stage-2 loaders: from the bank (M of K views, or each view once under
+    ``bank_views="epochs"``) or live (``make_loader`` + text)."""
     if bank is not None:
         from mmkit.features import BankLoader
 
@@ -265,6 +291,7 @@ def stage2_loaders(
                 copies=augment.copies,
                 seed=seed,
                 modality_dropout=fusion.modality_dropout,
+                each_once=fusion.bank_views == "epochs",
             )  # fmt: skip
             for split in ("train", "val", "test")
         }

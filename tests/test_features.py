@@ -280,3 +280,55 @@ def test_default_bank_dir_under_out_dir_or_mmkit_cache(monkeypatch, tmp_path):
         default_bank_dir(None)
     monkeypatch.setenv("MMKIT_CACHE", str(tmp_path / "cache"))
     assert default_bank_dir(tmp_path / "run") == tmp_path / "cache" / "feature_bank"
+
+
+def test_bank_views_epochs_uses_every_view_exactly_once(ds, tmp_path):
+    from mmkit.features import resolve_bank_views
+
+    epochs, m = 3, 2
+    k = resolve_bank_views("epochs", epochs, m)
+    assert k == 6 and resolve_bank_views(8, epochs, m) == 8
+    with pytest.raises(ValueError, match="epochs"):
+        resolve_bank_views("all", epochs, m)
+    from mmkit.features import describe_bank_views
+
+    assert "approximation" in describe_bank_views(4, epochs, m) and "K=4" in describe_bank_views(4, epochs, m)
+    assert "approximation" not in describe_bank_views("epochs", epochs, m)
+    assert "K=6" in describe_bank_views("epochs", epochs, m)
+    bank = _build(ds, tmp_path, TinyNet(), views=k)
+    text = _text_table(ds)
+    loader = BankLoader(bank, text, ds, "train", batch_size=5, copies=m, seed=3, each_once=True)
+    assert isinstance(loader.views, np.memmap)  # read per batch from the .npy file, not copied into RAM
+    views = np.asarray(bank.features["train"], dtype=np.float32)
+    seen: dict[tuple[str, int], int] = {}
+    per_epoch = []
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        per_epoch.append(batches)
+        for b in batches:
+            copy = b["copy"].numpy()
+            assert set(copy) == set(range(epoch * m, epoch * m + m))  # this epoch's own views
+            assert np.allclose(b["features"].numpy(), views[bank.rows("train", b["id"]), copy])
+            for i, c in zip(b["id"], copy.tolist()):
+                seen[(i, c)] = seen.get((i, c), 0) + 1
+    n = len(ds.records("train"))
+    assert len(seen) == n * k and set(seen.values()) == {1}  # every (sample, view) drawn exactly once
+    # a resumed run (a fresh loader set to an epoch) repeats that epoch's draws exactly
+    again = BankLoader(bank, text, ds, "train", batch_size=5, copies=m, seed=3, each_once=True)
+    again.set_epoch(1)
+    for a, b in zip(again, per_epoch[1]):
+        assert a["id"] == b["id"] and torch.equal(a["features"], b["features"])
+    again.set_epoch(epochs)  # past the views the bank holds: an error, not a silent reuse
+    with pytest.raises(ValueError, match="K=6"):
+        next(iter(again))
+
+
+def test_bank_loader_reads_the_memmap_per_batch(ds, tmp_path):
+    bank = _build(ds, tmp_path, TinyNet(), views=3)
+    text = _text_table(ds)
+    train = BankLoader(bank, text, ds, "train", batch_size=4, copies=2, seed=0)
+    val = BankLoader(bank, text, ds, "val", batch_size=4)
+    assert isinstance(train.views, np.memmap) and isinstance(val.plain, np.memmap)
+    first = next(iter(train))
+    assert first["features"].dtype == torch.float32 and first["features"].shape == (8, 8)

@@ -3,6 +3,8 @@ that fusion helps: every head beats each single modality on the synthetic data."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -276,8 +278,9 @@ def test_stage2_honours_the_configured_device(monkeypatch):
 
 
 def test_cross_fitted_bank_rows_come_from_backbones_that_never_saw_them(tmp_path):
-    # stage1_folds=2: two backbones, each fine-tuned without one fold, encode that fold's training rows;
-    # val/test rows stay the checkpoint's; the text's out-of-fold logits hold out the same folds.
+    # stage1_folds=2: two backbones, each fine-tuned without one fold, encode that fold's training rows and
+    # every val/test row; the checkpoint's own backbone encodes none of them (it only gives the CKA); the
+    # text's out-of-fold logits hold out the same folds.
     import torch as _torch
 
     from mmkit.crossfit import fold_dataset
@@ -298,28 +301,42 @@ def test_cross_fitted_bank_rows_come_from_backbones_that_never_saw_them(tmp_path
     exp = run_fusion_experiment(ds, fusion=fusion, out_dir=tmp_path / "out", **stage2)
     fold_of = assign_folds(ds.records("train"), 2, seed=0, y=ds.targets("train"))
     ids = ds.ids("train")
+    opts = dict(image_size=32, batch_size=32, cache_dir=tmp_path / "bank", device="cpu")
+    full = build_feature_bank(ds, "timm:test_resnet", checkpoint=s1.checkpoint, views=1, **opts)
+    assert full.reused  # built by the experiment for the CKA only
     for k in range(2):
         fold_ckpt = tmp_path / "out" / "stage1_crossfit" / f"fold{k}" / "best.pt"
         assert fold_ckpt.exists()
         held = np.flatnonzero(fold_of == k)
         alone = build_feature_bank(
-            fold_dataset(ds, held, keep_val=False), "timm:test_resnet", checkpoint=fold_ckpt, views=2,
-            image_size=32, batch_size=32, cache_dir=tmp_path / "bank", device="cpu",
+            fold_dataset(ds, held, keep_val=True, keep_test=True), "timm:test_resnet", checkpoint=fold_ckpt,
+            views=2, **opts,
         )  # fmt: skip
         assert alone.reused  # the experiment built exactly this bank for fold k
         held_ids = [ids[i] for i in held]
         np.testing.assert_array_equal(
             exp.bank.lookup("train", held_ids, plain=False), alone.lookup("train", held_ids, plain=False)
         )
-    full = build_feature_bank(
-        ds, "timm:test_resnet", checkpoint=s1.checkpoint, views=2, image_size=32, batch_size=32,
-        cache_dir=tmp_path / "bank", device="cpu",
-    )  # fmt: skip
-    assert full.reused
-    np.testing.assert_array_equal(
-        exp.bank.lookup("test", ds.ids("test")), full.lookup("test", ds.ids("test"))
-    )
+        for split in ("val", "test"):  # every fold backbone scores every val/test row
+            np.testing.assert_array_equal(
+                exp.bank.lookup(split, ds.ids(split))[:, k], alone.lookup(split, ds.ids(split))
+            )
+            assert not np.array_equal(alone.lookup(split, ds.ids(split)), full.lookup(split, ds.ids(split)))
     assert not np.array_equal(exp.bank.lookup("train", ids), full.lookup("train", ids))
+    # val (epoch selection) and test batches carry both folds' features: the head's prediction is their mean
+    main = exp.results["concat-linear"]
+    assert all(
+        next(iter(main.loaders[s]))["features"].shape[1:] == (2, exp.bank.dim) for s in ("val", "test")
+    )
+    cka = exp.bank.meta["cka"]
+    assert len(cka["fold_vs_full"]) == 2 and all(
+        0 < c <= 1 for c in cka["fold_vs_full"] + cka["fold_vs_fold"]
+    )
+    # the saved model would hold one backbone: it cannot reproduce the K-backbone predictions
+    from mmkit.model import save_model
+
+    with pytest.raises(ValueError, match="cross-fitted"):
+        save_model(exp, tmp_path / "model")
     # the text side used the same folds
     same, _ = compute_text_features(ds, "tfidf", folds=3, seed=0, fold_of=fold_of)
     np.testing.assert_array_equal(exp.text.lookup("train", ids), same.lookup("train", ids))
@@ -329,3 +346,140 @@ def test_stage1_folds_without_a_checkpoint_is_a_clear_error(food):
     fusion = FusionConfig(stage1_folds=3)
     with pytest.raises(ValueError, match="stage1_folds=3 .* checkpoint"):
         run_fusion_experiment(food, backbone=RandomConvNet(), fusion=fusion, **STAGE2)
+
+
+def _tiny_food(tmp_path):
+    root = make_synthetic_food101(
+        tmp_path / "food", n_classes=3, train_per_class=6, test_per_class=2, image_size=32
+    )
+    return read_upmc_food101(root)
+
+
+def test_cross_fit_stage1_trains_each_fold_backbone_without_its_fold(tmp_path, monkeypatch):
+    # Which rows each fold's stage-1 fit trained on, recorded: backbone k must never see fold k's rows
+    # (they are the rows it later encodes into the bank), and must see every other training row.
+    import mmkit.train
+    from mmkit.crossfit import cross_fit_stage1
+    from mmkit.folds import assign_folds
+
+    ds = _tiny_food(tmp_path)
+    trained_on: list[tuple[set, int]] = []
+
+    class Fit:
+        def __init__(self, out_dir):
+            self.checkpoint, self.metrics = Path(out_dir) / "best.pt", {"val": {}}
+
+    def fake_stage1(sub, model, train, augment, *, out_dir, resume, device):
+        trained_on.append((set(sub.ids("train")), len(sub.records("test"))))
+        return Fit(out_dir)
+
+    monkeypatch.setattr(mmkit.train, "train_stage1", fake_stage1)
+    fold_of = assign_folds(ds.records("train"), 3, seed=0, y=ds.targets("train"))
+    ids = np.array(ds.ids("train"))
+    fits = cross_fit_stage1(
+        ds, fold_of, ModelConfig(), TrainConfig(), AugmentConfig(), out_dir=tmp_path / "cf"
+    )
+    assert len(fits) == len(trained_on) == 3
+    for k, (seen, n_test) in enumerate(trained_on):
+        assert seen == set(ids[fold_of != k]) and not seen & set(ids[fold_of == k])
+        assert n_test == 0  # a stage-1 fit never looks at the test split
+        assert fits[k].fold == k and fits[k].n_held == int((fold_of == k).sum())
+
+
+def test_cross_fitted_bank_uses_fold_backbones_only(tmp_path):
+    # Fake fold banks whose every value names the backbone that made it (fold k: k + 1, the full one: -1):
+    # the cross-fitted bank's training rows of fold k come from backbone k, its val/test rows hold all K
+    # fold backbones' features and none of the full backbone's.
+    from mmkit.crossfit import cross_fitted_bank
+    from mmkit.features import FeatureBank
+    from mmkit.folds import assign_folds
+
+    ds = _tiny_food(tmp_path)
+    fold_of = assign_folds(ds.records("train"), 2, seed=0, y=ds.targets("train"))
+    calls = []
+
+    def bank_of(sub, checkpoint, value, views=3, dim=4):
+        # train rows: the value itself; val/test rows: a row-dependent multiple of it (same sign)
+        ids = {s: sub.ids(s) for s in ("train", "val", "test")}
+        ramp = lambda n: 1 + np.arange(n)[:, None] * np.arange(1, dim + 1)  # noqa: E731
+        return FeatureBank(
+            path=tmp_path / "banks" / f"{checkpoint}", key={"checkpoint": checkpoint}, ids=ids,
+            features={"train": np.full((len(ids["train"]), views, dim), value, np.float16)},
+            plain={"train": np.full((len(ids["train"]), dim), value, np.float16),
+                   **{s: (value * ramp(len(ids[s]))).astype(np.float16) for s in ("val", "test")}},
+        )  # fmt: skip
+
+    def build(sub, checkpoint):
+        calls.append((checkpoint, set(sub.ids("train")), len(sub.ids("val")), len(sub.ids("test"))))
+        return bank_of(sub, checkpoint, int(str(checkpoint)[-1]) + 1)
+
+    full = bank_of(ds, "full", -1)
+    bank = cross_fitted_bank(ds, fold_of, ["ck0", "ck1"], build, full)
+    ids = np.array(ds.ids("train"))
+    for k, (checkpoint, train_ids, n_val, n_test) in enumerate(calls):
+        assert checkpoint == f"ck{k}" and train_ids == set(ids[fold_of == k])  # backbone k encodes fold k
+        assert (n_val, n_test) == (len(ds.ids("val")), len(ds.ids("test")))
+        held = list(ids[fold_of == k])
+        assert np.all(bank.lookup("train", held, plain=False) == k + 1)
+        assert np.all(bank.lookup("train", held) == k + 1)
+    for split in ("val", "test"):
+        x = bank.lookup(split, ds.ids(split))
+        assert x.shape == (len(ds.ids(split)), 2, 4)
+        for k in range(2):
+            assert np.array_equal(x[:, k], bank_of(ds, f"ck{k}", k + 1).plain[split])
+        assert not np.any(x < 0)  # no feature of the full backbone
+    cka = bank.meta["cka"]
+    assert cka["split"] == "val" and len(cka["fold_vs_full"]) == 2 and len(cka["fold_vs_fold"]) == 1
+    assert isinstance(bank.features["train"], np.memmap)  # assembled on disk like any bank
+    again = cross_fitted_bank(ds, fold_of, ["ck0", "ck1"], build, full)
+    assert again.reused and again.path == bank.path
+
+
+def test_linear_cka_on_hand_examples():
+    from mmkit.crossfit import linear_cka
+
+    # one feature each: CKA is the squared correlation; centred x = [-1.5, -.5, .5, 1.5], y = [-1.5, .5,
+    # -.5, 1.5]: dot 4, squared norms 5 and 5, correlation 0.8
+    x, y = np.array([[1.0], [2], [3], [4]]), np.array([[1.0], [3], [2], [4]])
+    assert linear_cka(x, y) == pytest.approx(0.64)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 5))
+    q = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    assert linear_cka(a, a) == pytest.approx(1.0)
+    assert linear_cka(a, 2.5 * a @ q + 7.0) == pytest.approx(1.0)  # orthogonal, isotropic scale, shift
+    assert linear_cka(a, a * np.array([1, 1, 1, 1, 10.0])) < 0.9  # not invariant to anisotropic scale
+    assert linear_cka(a, rng.normal(size=(40, 5))) < 0.5
+    with pytest.raises(ValueError, match="same n"):
+        linear_cka(a, a[:10])
+
+
+def test_stage2_model_averages_fold_logits():
+    from mmkit.stage2 import Stage2Model
+
+    torch.manual_seed(0)
+    head = make_head("concat-mlp", 6, 3, 4, hidden=8)
+    fusion = FusionModel(head, feature_stats(torch.randn(50, 6)), feature_stats(torch.randn(50, 3)))
+    model = Stage2Model(fusion).eval()
+    image, text = torch.randn(5, 2, 6), torch.randn(5, 3)
+    with torch.no_grad():
+        both = model({"features": image, "text_features": text})
+        each = [model({"features": image[:, k], "text_features": text}) for k in range(2)]
+    assert torch.allclose(both, (each[0] + each[1]) / 2)
+
+
+def test_stage2_bank_views_epochs_uses_each_view_once(food, tmp_path):
+    from mmkit.features import resolve_bank_views
+
+    epochs, m = 3, 2
+    k = resolve_bank_views("epochs", epochs, m)
+    bank = build_feature_bank(food, RandomConvNet(), views=k, image_size=32, cache_dir=tmp_path, device="cpu")
+    text, _ = compute_text_features(food, "tfidf", folds=3)
+    kw = dict(
+        bank=bank, fusion=FusionConfig(bank_views="epochs"), augment=AugmentConfig(batch_size=64, copies=m),
+        train=TrainConfig(epochs=epochs, lr=1e-2, optimizer="adamw"), device="cpu",
+    )  # fmt: skip
+    result = train_stage2(food, text, **kw)
+    assert result.loaders["train"].each_once and result.loaders["train"].epochs_covered == epochs
+    assert not result.loaders["val"].each_once
+    with pytest.raises(ValueError, match='bank_views="epochs": 4 stage-2 epochs x copies=2 need 8'):
+        train_stage2(food, text, **{**kw, "train": TrainConfig(epochs=4, lr=1e-2, optimizer="adamw")})
