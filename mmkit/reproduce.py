@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -44,7 +43,7 @@ from mmkit.config import (
 )
 from mmkit.metrics import headline_metric
 from mmkit.progress import progress
-from mmkit.seeding import numpy_generator
+from mmkit.verdict import BEST_SINGLE, predictions_path, verdict_family, verdict_words
 
 # The seed's published test-set figures (paper-notes.md), on the paper's data: shown beside ours, never mixed.
 PAPER_FIGURES = [
@@ -133,15 +132,6 @@ def grid_methods(
             f"proposed (M={augment.copies}, all) + {fusion.head} · {crossfit_tag(fusion.stage1_folds)}"
         )
     return names
-
-
-def _slug(method: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", method).strip("_")
-
-
-def predictions_path(out_dir: str | Path, seed: int, method: str) -> Path:
-    """Where a (method, seed)'s test predictions are kept (the verdict's bootstrap reads them)."""
-    return Path(out_dir) / "predictions" / f"seed{seed}" / f"{_slug(method)}.npz"
 
 
 class _Grid:
@@ -531,120 +521,20 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ verdict
-SINGLE_MODALITY_GROUPS = ("single modality", "stage 1")  # text only, frozen image, fine-tuned image
+# The verdict's statistics live in mmkit.verdict; notebook 05 names verdict_text.
+verdict_text = verdict_words
 
 
-def _metric_fn(task: str):
-    """score(y, scores) of the task's headline metric, fast enough to bootstrap."""
-    if task == "multilabel":
-        from sklearn.metrics import average_precision_score
-
-        def mean_ap(y: np.ndarray, s: np.ndarray) -> float:
-            present = [j for j in range(y.shape[1]) if y[:, j].any()]
-            return (
-                float(np.mean([average_precision_score(y[:, j], s[:, j]) for j in present]))
-                if present
-                else np.nan
-            )
-
-        return mean_ap
-    return lambda y, s: float((s.argmax(1) == y).mean())
-
-
-def _load_predictions(run_dirs: list[Path], seed: int, method: str) -> dict[str, np.ndarray]:
-    for run in run_dirs:
-        path = predictions_path(run, seed, method)
-        if path.exists():
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-    raise FileNotFoundError(
-        f"no test predictions of {method!r} for seed {seed} under {', '.join(map(str, run_dirs))}"
-        " (expected predictions/seed<s>/<method>.npz beside runs.csv)"
-    )
-
-
-def verdict(
-    df: pd.DataFrame,
-    run_dirs: list[str | Path],
-    task: str,
-    proposed: str,
-    n_boot: int = 1000,
-) -> dict[str, Any]:
-    """The comparison's answer, fixed before the test set is read:
-
-    - ``proposed`` is the row named before the run (``proposed_method``);
-    - the baseline is the single-modality row (text only, frozen image, every fine-tuned image-only
-      stage 1) with the best mean *validation* score;
-    - the paired per-seed test difference (proposed − baseline) on the same test samples: its mean over
-      seeds, and a bootstrap 95% CI that resamples the seeds and, within each, the test samples (both rows
-      share the resample); ``better`` only when the CI lies above 0.
-    """
-    key = headline_metric(task)
-    singles = df[df["group"].isin(SINGLE_MODALITY_GROUPS)]
-    if proposed not in set(df["method"]):
-        raise ValueError(f"proposed={proposed!r} is not among the rows: {sorted(set(df['method']))}")
-    by_val = singles.groupby("method", sort=False)[f"val_{key}"].mean()
-    baseline = str(by_val.idxmax())
-    seeds = sorted(
-        set(df.loc[df["method"] == proposed, "seed"]) & set(df.loc[df["method"] == baseline, "seed"])
-    )
-    runs = [Path(r) for r in run_dirs]
-    score = _metric_fn(task)
-    pairs = []
-    for seed in seeds:
-        p, b = _load_predictions(runs, seed, proposed), _load_predictions(runs, seed, baseline)
-        if list(p["ids"]) != list(b["ids"]):
-            raise ValueError(f"seed {seed}: {proposed!r} and {baseline!r} were scored on different test rows")
-        pairs.append((p["targets"], p["scores"], b["scores"]))
-    diffs = [score(y, sp) - score(y, sb) for y, sp, sb in pairs]
-    rng = numpy_generator(seeds[0] if seeds else 0, "bootstrap")
-    boot = np.empty(n_boot)
-    multiclass = task != "multilabel"
-    for i in range(n_boot):
-        picked = rng.integers(len(pairs), size=len(pairs))
-        total = 0.0
-        for j in picked:
-            y, sp, sb = pairs[j]
-            idx = rng.integers(len(y), size=len(y))
-            if multiclass:  # accuracy: mean of per-sample correctness differences
-                total += float(
-                    ((sp[idx].argmax(1) == y[idx]).astype(float) - (sb[idx].argmax(1) == y[idx])).mean()
-                )
-            else:
-                total += score(y[idx], sp[idx]) - score(y[idx], sb[idx])
-        boot[i] = total / len(pairs)
-    lo, hi = (float(np.nanpercentile(boot, q)) for q in (2.5, 97.5)) if len(pairs) else (np.nan, np.nan)
-    return {
-        "proposed": proposed,
-        "baseline": baseline,
-        "baseline_chosen_on": f"val_{key}",
-        "metric": f"test_{key}",
-        "seeds": [int(s) for s in seeds],
-        "per_seed_diff": [float(d) for d in diffs],
-        "diff_mean": float(np.mean(diffs)) if diffs else float("nan"),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n_boot": int(n_boot),
-        "better": bool(lo > 0),
-    }
-
-
-def verdict_text(v: dict[str, Any]) -> str:
-    """The verdict in words (notebook 05's summary)."""
-    metric = v["metric"].replace("test_", "")
-    d, lo, hi = (100 * v[k] for k in ("diff_mean", "ci_low", "ci_high"))
-    answer = (
-        "better: the interval lies above zero"
-        if v["better"]
-        else "not shown better: the interval reaches zero or below"
-        if hi >= 0
-        else "worse: the interval lies below zero"
-    )
-    return (
-        f"*{v['proposed']}* against the best single modality on validation, *{v['baseline']}*: "
-        f"{d:+.2f} points of test {metric} (mean of {len(v['seeds'])} paired seeds, bootstrap 95% CI "
-        f"{lo:+.2f} to {hi:+.2f}): {answer}."
-    )
+def default_plan(proposed: str) -> list[dict[str, str]]:
+    """The family when only ``proposed`` is named: claim (a), proposed vs the best single modality on
+    validation."""
+    return [
+        {
+            "claim": "(a) the proposed row against the best single modality",
+            "proposed": proposed,
+            "comparator": BEST_SINGLE,
+        }
+    ]
 
 
 def save_comparison(
@@ -655,11 +545,14 @@ def save_comparison(
     proposed: Optional[str] = None,
     run_dirs: Optional[list[str | Path]] = None,
     task: Optional[str] = None,
-    n_boot: int = 1000,
+    n_boot: int = 10_000,
+    plan: Optional[list[dict[str, str]]] = None,
 ) -> dict[str, Any]:
     """Write ``comparison.csv`` / ``comparison.md`` (ours, then the paper's figures) and return the
-    numbers notebook 05 puts in metrics.json, the ``verdict`` among them when ``proposed`` is given (its
-    predictions are read from ``run_dirs``, default ``[out_dir]``)."""
+    numbers notebook 05 puts in metrics.json, the ``verdict`` among them (``mmkit.verdict.verdict_family``
+    on ``metric``) when a ``plan`` of claims or a ``proposed`` row (``default_plan``) is given. Predictions
+    are read from ``run_dirs``, default ``[out_dir]``; ``task`` only checks that mAP is a multilabel
+    metric."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(df, metric)
@@ -675,16 +568,15 @@ def save_comparison(
         },
     }
     verdict_md = ""
-    if proposed is not None:
-        v = verdict(
-            df,
-            run_dirs or [out],
-            task or ("multilabel" if metric.endswith("mAP") else "multiclass"),
-            proposed,
-            n_boot,
-        )
+    if plan is None and proposed is not None:
+        plan = default_plan(proposed)
+    if plan:
+        key = metric.removeprefix("test_")
+        if key == "mAP" and task not in (None, "multilabel"):
+            raise ValueError(f"metric {metric!r} does not fit task {task!r}: mAP is a multilabel metric")
+        v = verdict_family(df, run_dirs or [out], key, plan, n_boot=n_boot)
         result["verdict"] = v
-        verdict_md = f"## Verdict (fixed before the test set was read)\n\n{verdict_text(v)}\n\n"
+        verdict_md = f"## Verdict (fixed before the test set was read)\n\n{verdict_words(v)}\n\n"
     text = (
         f"## This run ({df['seed'].nunique()} seeds)\n\n{markdown_table(summary, metric.replace('test_', ''))}\n\n"
         + verdict_md
@@ -784,6 +676,6 @@ __all__ = [
     "stage1_variants",
     "summarize",
     "time_breakdown",
-    "verdict",
+    "default_plan",
     "verdict_text",
 ]
