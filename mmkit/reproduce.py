@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -44,7 +43,7 @@ from mmkit.config import (
 )
 from mmkit.metrics import headline_metric
 from mmkit.progress import progress
-from mmkit.seeding import numpy_generator
+from mmkit.verdict import BEST_SINGLE, predictions_path, verdict_family, verdict_words
 
 # The seed's published test-set figures (paper-notes.md), on the paper's data: shown beside ours, never mixed.
 PAPER_FIGURES = [
@@ -202,8 +201,6 @@ def verdict_plan(
         >>> [(c["proposed"], c["comparator"]) for c in plan][1:]
         [('proposed (M=4, all) + gated', 'image+text · frozen + gated'), ('proposed (M=4, all) + gated', 'proposed (M=1, all, 4× epochs) + gated')]
     """
-    from mmkit.verdict import BEST_SINGLE
-
     proposed = proposed_method(repro, augment, fusion)
     head = _proposed_head(proposed)
     plan = [
@@ -238,15 +235,6 @@ def trainable_share(model: Any) -> float:
     params = list(find_backbone(model).parameters())
     total = sum(p.numel() for p in params)
     return float(sum(p.numel() for p in params if p.requires_grad) / total) if total else float("nan")
-
-
-def _slug(method: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", method).strip("_")
-
-
-def predictions_path(out_dir: str | Path, seed: int, method: str) -> Path:
-    """Where a (method, seed)'s test predictions are kept (the verdict's bootstrap reads them)."""
-    return Path(out_dir) / "predictions" / f"seed{seed}" / f"{_slug(method)}.npz"
 
 
 class _Grid:
@@ -859,123 +847,6 @@ def closing_words(results: dict[str, Any], dataset_name: str, cross: Optional[di
     return words
 
 
-# ------------------------------------------------------------------------------------------------ verdict
-SINGLE_MODALITY_GROUPS = ("single modality", "stage 1")  # text only, frozen image, fine-tuned image
-
-
-def _metric_fn(task: str):
-    """score(y, scores) of the task's headline metric, fast enough to bootstrap."""
-    if task == "multilabel":
-        from sklearn.metrics import average_precision_score
-
-        def mean_ap(y: np.ndarray, s: np.ndarray) -> float:
-            present = [j for j in range(y.shape[1]) if y[:, j].any()]
-            return (
-                float(np.mean([average_precision_score(y[:, j], s[:, j]) for j in present]))
-                if present
-                else np.nan
-            )
-
-        return mean_ap
-    return lambda y, s: float((s.argmax(1) == y).mean())
-
-
-def _load_predictions(run_dirs: list[Path], seed: int, method: str) -> dict[str, np.ndarray]:
-    for run in run_dirs:
-        path = predictions_path(run, seed, method)
-        if path.exists():
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-    raise FileNotFoundError(
-        f"no test predictions of {method!r} for seed {seed} under {', '.join(map(str, run_dirs))}"
-        " (expected predictions/seed<s>/<method>.npz beside runs.csv)"
-    )
-
-
-def verdict(
-    df: pd.DataFrame,
-    run_dirs: list[str | Path],
-    task: str,
-    proposed: str,
-    n_boot: int = 1000,
-) -> dict[str, Any]:
-    """The comparison's answer, fixed before the test set is read:
-
-    - ``proposed`` is the row named before the run (``proposed_method``);
-    - the baseline is the single-modality row (text only, frozen image, every fine-tuned image-only
-      stage 1) with the best mean *validation* score;
-    - the paired per-seed test difference (proposed − baseline) on the same test samples: its mean over
-      seeds, and a bootstrap 95% CI that resamples the seeds and, within each, the test samples (both rows
-      share the resample); ``better`` only when the CI lies above 0.
-    """
-    key = headline_metric(task)
-    singles = df[df["group"].isin(SINGLE_MODALITY_GROUPS)]
-    if proposed not in set(df["method"]):
-        raise ValueError(f"proposed={proposed!r} is not among the rows: {sorted(set(df['method']))}")
-    by_val = singles.groupby("method", sort=False)[f"val_{key}"].mean()
-    baseline = str(by_val.idxmax())
-    seeds = sorted(
-        set(df.loc[df["method"] == proposed, "seed"]) & set(df.loc[df["method"] == baseline, "seed"])
-    )
-    runs = [Path(r) for r in run_dirs]
-    score = _metric_fn(task)
-    pairs = []
-    for seed in seeds:
-        p, b = _load_predictions(runs, seed, proposed), _load_predictions(runs, seed, baseline)
-        if list(p["ids"]) != list(b["ids"]):
-            raise ValueError(f"seed {seed}: {proposed!r} and {baseline!r} were scored on different test rows")
-        pairs.append((p["targets"], p["scores"], b["scores"]))
-    diffs = [score(y, sp) - score(y, sb) for y, sp, sb in pairs]
-    rng = numpy_generator(seeds[0] if seeds else 0, "bootstrap")
-    boot = np.empty(n_boot)
-    multiclass = task != "multilabel"
-    for i in range(n_boot):
-        picked = rng.integers(len(pairs), size=len(pairs))
-        total = 0.0
-        for j in picked:
-            y, sp, sb = pairs[j]
-            idx = rng.integers(len(y), size=len(y))
-            if multiclass:  # accuracy: mean of per-sample correctness differences
-                total += float(
-                    ((sp[idx].argmax(1) == y[idx]).astype(float) - (sb[idx].argmax(1) == y[idx])).mean()
-                )
-            else:
-                total += score(y[idx], sp[idx]) - score(y[idx], sb[idx])
-        boot[i] = total / len(pairs)
-    lo, hi = (float(np.nanpercentile(boot, q)) for q in (2.5, 97.5)) if len(pairs) else (np.nan, np.nan)
-    return {
-        "proposed": proposed,
-        "baseline": baseline,
-        "baseline_chosen_on": f"val_{key}",
-        "metric": f"test_{key}",
-        "seeds": [int(s) for s in seeds],
-        "per_seed_diff": [float(d) for d in diffs],
-        "diff_mean": float(np.mean(diffs)) if diffs else float("nan"),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n_boot": int(n_boot),
-        "better": bool(lo > 0),
-    }
-
-
-def verdict_text(v: dict[str, Any]) -> str:
-    """The verdict in words (notebook 05's summary)."""
-    metric = v["metric"].replace("test_", "")
-    d, lo, hi = (100 * v[k] for k in ("diff_mean", "ci_low", "ci_high"))
-    answer = (
-        "better: the interval lies above zero"
-        if v["better"]
-        else "not shown better: the interval reaches zero or below"
-        if hi >= 0
-        else "worse: the interval lies below zero"
-    )
-    return (
-        f"*{v['proposed']}* against the best single modality on validation, *{v['baseline']}*: "
-        f"{d:+.2f} points of test {metric} (mean of {len(v['seeds'])} paired seeds, bootstrap 95% CI "
-        f"{lo:+.2f} to {hi:+.2f}): {answer}."
-    )
-
-
 def save_comparison(
     df: pd.DataFrame,
     metric: str,
@@ -993,8 +864,6 @@ def save_comparison(
     Example:
         >>> results = save_comparison(df, "test_macro_f1", "runs/05", plan=load_plan("runs/05")["plan"])  # doctest: +SKIP
     """
-    from mmkit.verdict import verdict_family, verdict_words
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(df, metric)
@@ -1128,7 +997,5 @@ __all__ = [
     "summarize",
     "time_breakdown",
     "trainable_share",
-    "verdict",
     "verdict_plan",
-    "verdict_text",
 ]
