@@ -4,15 +4,19 @@ The grid, for each seed (model init, augmentation draws and text folds change; t
 
     text only                          the text encoder's out-of-fold logits -> linear head
     image · frozen + linear            a frozen backbone's feature bank -> linear head (the seed's baseline)
-    image+text · frozen + concat       frozen bank + text logits -> concat-linear (traditional multimodal)
+    image+text · frozen + <head>       frozen bank + text logits -> concat-linear (traditional multimodal),
+                                       and the proposed row's head when it is another (claim (b)'s comparator)
     image · fine-tuned (M, blocks)     stage 1 on batch-augmented images, scored by its own classifier
     proposed (M, blocks) + head        stage-1 backbone -> feature bank -> fusion head (batch augmentation)
 
-Stage 1 runs three times per seed: M=1 with all blocks trainable (the published recipe), M=``copies``
-with all blocks (Hoffer's batch augmentation) and M=``copies`` with ``ablation_blocks`` (the paper's text:
-adapt only the initial layers). The proposed fusion is trained on each, and on the main one (M=copies,
-all blocks) with every fusion head. On FPUS23 the text-only and proposed rows are repeated without the
-view field, which nearly names the organ.
+Stage 1 runs three times per seed: M=1 with all blocks at equal compute (``copies`` times the epochs in both
+stages, so it sees as many augmented views as M copies), M=``copies`` with all blocks (Hoffer's batch
+augmentation) and M=``copies`` with ``ablation_blocks`` (the paper's text: adapt only the initial layers).
+The proposed fusion is trained on each, and on the main one (M=copies, all blocks) with every fusion head.
+On FPUS23 the text-only and proposed rows are repeated without the view field, which nearly names the organ.
+Every number uses the dataset's own headline metric (``headline_metric(task, dataset)``: macro-F1 for FPUS23
+head). The verdict is a family of claims named before the run (``verdict_plan``, stored by ``store_plan``)
+and decided by ``mmkit.verdict``.
 
 Example:
     >>> rows = [{"method": "a", "group": "g", "seed": s, "test_accuracy": v} for s, v in enumerate([.5, .7])]
