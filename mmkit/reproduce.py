@@ -959,6 +959,11 @@ def gather(run_dirs: list[str | Path], out_dir: str | Path, n_boot: Optional[int
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "runs.csv", index=False)
     grid = grids[0]
+    if "plan" not in grid:
+        raise ValueError(
+            f"gather: {runs[0] / 'grid.json'} holds no verdict plan (a run of an older mmkit); rerun notebook 05 "
+            "into a new out_dir so its claims are named before the run"
+        )
     if n_boot is None:
         n_boot = int(grid.get("n_boot", 10_000))
     results = save_comparison(df, grid["metric"], out, plan=grid["plan"], run_dirs=runs, n_boot=n_boot)

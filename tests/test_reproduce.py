@@ -480,3 +480,17 @@ def test_proposed_is_checked_before_the_run(tmp_path):
     cfg["repro"] = ReproduceConfig(proposed="proposed (M=9, all) + gated")
     with pytest.raises(ValueError, match="not a row of this grid"):
         run_comparison(ds, out_dir=tmp_path / "x", **cfg)
+
+
+def test_gather_refuses_a_run_without_a_plan(tmp_path):
+    from mmkit.reproduce import gather
+
+    run = tmp_path / "old"
+    run.mkdir()
+    pd.DataFrame(
+        [{"method": "text only", "group": "single modality", "seed": 0, "test_accuracy": 0.5}]
+    ).to_csv(run / "runs.csv", index=False)
+    grid = {"proposed": "p", "task": "multiclass", "metric": "test_accuracy", "methods": ["text only"]}
+    (run / "grid.json").write_text(json.dumps(grid))
+    with pytest.raises(ValueError, match="holds no verdict plan"):
+        gather([run], tmp_path / "out")
