@@ -103,9 +103,9 @@ def test_a_clear_difference_is_better_and_its_reverse_worse(tmp_path):
 def test_multiclass_point_estimates_match_compute_metrics(metric):
     rng = np.random.default_rng(3)
     n, c = 150, 5
-    y = rng.integers(0, c - 1, n)  # the last class never occurs: it still counts in macro-F1, as 0
-    a = rng.normal(size=(2, n, c)) + 1.5 * np.eye(c)[y]
-    b = rng.normal(size=(2, n, c)) + 0.5 * np.eye(c)[y]
+    y = rng.integers(0, c - 1, n)  # the last class never occurs nor is predicted: it counts in macro-F1, as 0
+    a = rng.normal(size=(2, n, c)) + 1.5 * np.eye(c)[y] - 9.0 * np.eye(c)[c - 1]
+    b = rng.normal(size=(2, n, c)) + 0.5 * np.eye(c)[y] - 9.0 * np.eye(c)[c - 1]
     r = paired_bootstrap(y, a, b, metric, n_boot=50)
     names = [str(k) for k in range(c)]
     expected = [
