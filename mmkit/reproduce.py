@@ -4,15 +4,19 @@ The grid, for each seed (model init, augmentation draws and text folds change; t
 
     text only                          the text encoder's out-of-fold logits -> linear head
     image · frozen + linear            a frozen backbone's feature bank -> linear head (the seed's baseline)
-    image+text · frozen + concat       frozen bank + text logits -> concat-linear (traditional multimodal)
+    image+text · frozen + <head>       frozen bank + text logits -> concat-linear (traditional multimodal),
+                                       and the proposed row's head when it is another (claim (b)'s comparator)
     image · fine-tuned (M, blocks)     stage 1 on batch-augmented images, scored by its own classifier
     proposed (M, blocks) + head        stage-1 backbone -> feature bank -> fusion head (batch augmentation)
 
-Stage 1 runs three times per seed: M=1 with all blocks trainable (the published recipe), M=``copies``
-with all blocks (Hoffer's batch augmentation) and M=``copies`` with ``ablation_blocks`` (the paper's text:
-adapt only the initial layers). The proposed fusion is trained on each, and on the main one (M=copies,
-all blocks) with every fusion head. On FPUS23 the text-only and proposed rows are repeated without the
-view field, which nearly names the organ.
+Stage 1 runs three times per seed: M=1 with all blocks at equal compute (``copies`` times the epochs in both
+stages, so it sees as many augmented views as M copies), M=``copies`` with all blocks (Hoffer's batch
+augmentation) and M=``copies`` with ``ablation_blocks`` (the paper's text: adapt only the initial layers).
+The proposed fusion is trained on each, and on the main one (M=copies, all blocks) with every fusion head.
+On FPUS23 the text-only and proposed rows are repeated without the view field, which nearly names the organ.
+Every number uses the dataset's own headline metric (``headline_metric(task, dataset)``: macro-F1 for FPUS23
+head). The verdict is a family of claims named before the run (``verdict_plan``, stored by ``store_plan``)
+and decided by ``mmkit.verdict``.
 
 Example:
     >>> rows = [{"method": "a", "group": "g", "seed": s, "test_accuracy": v} for s, v in enumerate([.5, .7])]
@@ -24,11 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -44,7 +47,7 @@ from mmkit.config import (
 )
 from mmkit.metrics import headline_metric
 from mmkit.progress import progress
-from mmkit.seeding import numpy_generator
+from mmkit.verdict import BEST_SINGLE, predictions_path, verdict_family, verdict_words
 
 # The seed's published test-set figures (paper-notes.md), on the paper's data: shown beside ours, never mixed.
 PAPER_FIGURES = [
@@ -69,8 +72,11 @@ def paper_table() -> pd.DataFrame:
     )
 
 
-def _row(method: str, group: str, seed: int, metrics: dict[str, dict[str, Any]], task: str) -> dict[str, Any]:
-    key = headline_metric(task)
+def _row(
+    method: str, group: str, seed: int, metrics: dict[str, dict[str, Any]], key: str, **extra: Any
+) -> dict[str, Any]:
+    """One (method, seed) row: its test and val ``key`` (the dataset's headline metric, ``headline_metric(
+    task, dataset)``), test macro-F1, and ``extra`` columns (bank views K, views seen, trainable share...)."""
     return {
         "method": method,
         "group": group,
@@ -78,12 +84,43 @@ def _row(method: str, group: str, seed: int, metrics: dict[str, dict[str, Any]],
         f"test_{key}": metrics["test"][key],
         "test_macro_f1": metrics["test"]["macro_f1"],
         f"val_{key}": metrics["val"][key],
+        **extra,
     }
 
 
-def stage1_variants(repro: ReproduceConfig, copies: int) -> list[tuple[int, str]]:
-    """(M, train_blocks) of the stage-1 runs: the published recipe, batch augmentation, and first-k."""
-    variants = [(1, "all"), (copies, "all"), (copies, repro.ablation_blocks)]
+class Variant(NamedTuple):
+    """One stage-1 run of the grid: ``copies`` (M), ``train_blocks`` and ``epoch_factor`` (its stage-1 and
+    stage-2 epochs are the configured ones times this factor)."""
+
+    copies: int
+    blocks: str
+    epoch_factor: int = 1
+
+    @property
+    def tag(self) -> str:
+        """The variant's name in the rows, e.g. ``M=4, all`` or ``M=1, all, 4× epochs``."""
+        base = f"M={self.copies}, {self.blocks}"
+        return base if self.epoch_factor == 1 else f"{base}, {self.epoch_factor}× epochs"
+
+    @property
+    def cell(self) -> str:
+        """The variant's folder under ``out_dir/stage1`` and its cell name."""
+        return _variant_dir(self.copies, self.blocks, self.epoch_factor)
+
+
+def stage1_variants(repro: ReproduceConfig, copies: int) -> list[Variant]:
+    """The stage-1 runs of a seed: M=1 at equal compute, batch augmentation (M=copies), and first-k.
+
+    The M=1 run trains ``copies`` times as many epochs, in stage 1 and in stage 2, so it sees as many augmented
+    views per image as the M=copies run (and costs as many forward/backward passes). M copies at the same
+    epochs costs M times the compute, so a same-epoch M=1 row cannot tell batch augmentation from a bigger
+    budget: claim (c) of the verdict compares the two at equal compute.
+
+    Example:
+        >>> [v.tag for v in stage1_variants(ReproduceConfig(ablation_blocks="first:1"), 4)]
+        ['M=1, all, 4× epochs', 'M=4, all', 'M=4, first:1']
+    """
+    variants = [Variant(1, "all", copies), Variant(copies, "all"), Variant(copies, repro.ablation_blocks)]
     return list(dict.fromkeys(variants))  # copies=1 would repeat the first
 
 
@@ -110,6 +147,23 @@ def crossfit_tag(folds: int) -> str:
     return f"cross-fitted (K={folds})"
 
 
+def _proposed_head(proposed: str) -> Optional[str]:
+    """The fusion head a ``proposed (...) + <head>`` row trains, None for any other row."""
+    from mmkit.heads import HEADS
+
+    if not proposed.startswith("proposed ("):
+        return None
+    after = proposed.split(") + ", 1)[-1].split(" · ")[0]
+    return after if after in HEADS else None
+
+
+def frozen_fusion_heads(augment: AugmentConfig, fusion: FusionConfig, repro: ReproduceConfig) -> list[str]:
+    """The heads trained on the frozen backbone's bank with text: concat-linear (the traditional multimodal
+    model) and the proposed row's head, so claim (b) has its comparator (the same head, frozen backbone)."""
+    head = _proposed_head(proposed_method(repro, augment, fusion))
+    return list(dict.fromkeys(["concat-linear"] + ([head] if head else [])))
+
+
 def grid_methods(
     data: DataConfig, augment: AugmentConfig, fusion: FusionConfig, repro: ReproduceConfig
 ) -> list[str]:
@@ -118,16 +172,16 @@ def grid_methods(
     from mmkit.heads import HEADS
 
     view = repro.view_ablation and "fpus23" in data.dataset and data.include_view
-    names = ["text only", "image · frozen + linear", "image+text · frozen + concat-linear"]
+    names = ["text only", "image · frozen + linear"]
+    names += [f"image+text · frozen + {h}" for h in frozen_fusion_heads(augment, fusion, repro)]
     names += ["text only · no view field"] if view else []
-    for copies, blocks in stage1_variants(repro, augment.copies):
-        tag = f"M={copies}, {blocks}"
-        main = copies == augment.copies and blocks == "all"
-        names.append(f"image · fine-tuned ({tag})")
+    for v in stage1_variants(repro, augment.copies):
+        main = v == Variant(augment.copies, "all")
+        names.append(f"image · fine-tuned ({v.tag})")
         heads = [fusion.head] + [h for h in HEADS if h != fusion.head] if main else [fusion.head]
-        names += [f"proposed ({tag}) + {h}" for h in heads]
+        names += [f"proposed ({v.tag}) + {h}" for h in heads]
         if main and view:
-            names.append(f"proposed ({tag}) + {fusion.head} · no view field")
+            names.append(f"proposed ({v.tag}) + {fusion.head} · no view field")
     if fusion.stage1_folds > 1:
         names.append(
             f"proposed (M={augment.copies}, all) + {fusion.head} · {crossfit_tag(fusion.stage1_folds)}"
@@ -135,13 +189,56 @@ def grid_methods(
     return names
 
 
-def _slug(method: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", method).strip("_")
+def verdict_plan(
+    augment: AugmentConfig, fusion: FusionConfig, repro: ReproduceConfig
+) -> list[dict[str, str]]:
+    """The verdict's family of claims, named before the run (``mmkit.verdict.verdict_family`` tests each with
+    a paired CI, Holm-corrected over the family):
+
+    (a) the proposed row against the single-modality row best on validation (``BEST_SINGLE``);
+    (b) the proposed row against the same fusion head on the frozen backbone: does fine-tuning help fusion;
+    (c) M copies against M=1 at equal compute (the M=1 run trains ``copies`` times the epochs in both
+        stages, so both see as many augmented views), on the main stage-1 run and head; only when copies > 1.
+
+    Example:
+        >>> plan = verdict_plan(AugmentConfig(copies=4), FusionConfig(head="gated"), ReproduceConfig())
+        >>> [(c["proposed"], c["comparator"]) for c in plan][1:]
+        [('proposed (M=4, all) + gated', 'image+text · frozen + gated'), ('proposed (M=4, all) + gated', 'proposed (M=1, all, 4× epochs) + gated')]
+    """
+    proposed = proposed_method(repro, augment, fusion)
+    head = _proposed_head(proposed)
+    plan = [
+        {"claim": "(a) proposed vs the best single modality on validation", "proposed": proposed,
+         "comparator": BEST_SINGLE},
+    ]  # fmt: skip
+    if head is not None:
+        plan.append(
+            {"claim": "(b) proposed vs the same fusion head on the frozen backbone", "proposed": proposed,
+             "comparator": f"image+text · frozen + {head}"}
+        )  # fmt: skip
+    if augment.copies > 1:
+        m, one = Variant(augment.copies, "all"), Variant(1, "all", augment.copies)
+        plan.append(
+            {"claim": f"(c) M={augment.copies} copies vs M=1 at equal compute (as many augmented views seen)",
+             "proposed": f"proposed ({m.tag}) + {fusion.head}", "comparator": f"proposed ({one.tag}) + {fusion.head}"}
+        )  # fmt: skip
+    return plan
 
 
-def predictions_path(out_dir: str | Path, seed: int, method: str) -> Path:
-    """Where a (method, seed)'s test predictions are kept (the verdict's bootstrap reads them)."""
-    return Path(out_dir) / "predictions" / f"seed{seed}" / f"{_slug(method)}.npz"
+def trainable_share(model: Any) -> float:
+    """Trainable backbone parameters / all backbone parameters of a stage-1 model (its layer policy's
+    reach: ``first:1`` on a ResNet may train well under 1% of it).
+
+    Example:
+        >>> from mmkit.models import apply_layer_policy, create_backbone
+        >>> trainable_share(apply_layer_policy(create_backbone("timm:test_resnet", image_size=32), "all"))
+        1.0
+    """
+    from mmkit.models import find_backbone
+
+    params = list(find_backbone(model).parameters())
+    total = sum(p.numel() for p in params)
+    return float(sum(p.numel() for p in params if p.requires_grad) / total) if total else float("nan")
 
 
 class _Grid:
@@ -154,6 +251,8 @@ class _Grid:
         self.ds, self.data, self.augment, self.model, self.train = dataset, data, augment, model, train
         self.text, self.fusion, self.repro, self.out, self.device = text, fusion, repro, Path(out_dir), device
         self.resume, self.task = resume, dataset.task
+        # the dataset's own headline metric (FPUS23 head: macro-F1), as stage 1 and stage 2 select epochs on
+        self.metric = headline_metric(dataset.task, dataset)
         self.stage2 = replace(
             train, epochs=repro.stage2_epochs, lr=repro.stage2_lr, optimizer="adamw",
             weight_decay=repro.stage2_weight_decay, warmup_epochs=0.0,
@@ -163,10 +262,11 @@ class _Grid:
             from mmkit.data import load_dataset
 
             self.no_view = load_dataset(replace(data, include_view=False))
-        # What a cell's results depend on (not how many seeds, not where, not the verdict's choice).
+        # What a cell's results depend on (not how many seeds, not where). The proposed row is in: it decides
+        # which heads the frozen bank trains, and a stored verdict plan refuses another one anyway.
         settings = {type(c).__name__: asdict(c) for c in (data, augment, model, train, text, fusion)}
         settings["ReproduceConfig"] = {
-            k: v for k, v in asdict(repro).items() if k not in ("n_seeds", "seeds", "proposed", "n_boot")
+            k: v for k, v in asdict(repro).items() if k not in ("n_seeds", "seeds", "n_boot")
         }
         for drop in ("out_dir", "resume", "device", "seed"):
             for c in settings.values():
@@ -179,9 +279,7 @@ class _Grid:
 
     # --------------------------------------------------------------------------------------- bookkeeping
     def cells(self) -> list[str]:
-        names = ["baselines"] + [
-            _variant_dir(c, b) for c, b in stage1_variants(self.repro, self.augment.copies)
-        ]
+        names = ["baselines"] + [v.cell for v in stage1_variants(self.repro, self.augment.copies)]
         return names + (["crossfit"] if self.fusion.stage1_folds > 1 else [])
 
     def _hash(self, seed: int, cell: str) -> str:
@@ -242,18 +340,23 @@ class _Grid:
             self.ds.records("train"), self.fusion.stage1_folds, seed, y if y.ndim == 1 else None
         )
 
-    def text_features(self, seed: int, cell: str, no_view: bool = False) -> Any:
-        """The seed's text features, computed once per seed and shared by every cell (not per variant)."""
+    def text_features(self, seed: int, cell: str, no_view: bool = False, crossfit: bool = False) -> Any:
+        """The seed's text features, computed once per seed and shared by every cell (not per variant).
+
+        Every row uses ``text_folds`` out-of-fold folds, except the cross-fitted row (``crossfit=True``):
+        its text uses the stage-1 folds, so both modalities of a training row are held out by the same fold.
+        """
         from mmkit.text import compute_text_features
 
-        shared, key = self._shared(seed), "text_no_view" if no_view else "text"
+        shared = self._shared(seed)
+        key = "text" + ("_no_view" if no_view else "") + ("_crossfit" if crossfit else "")
         if key not in shared:
             ds = self.no_view if no_view else self.ds
             t = self.text
             with self._timed(seed, cell, "text features" + (" (no view)" if no_view else "")):
                 shared[key] = compute_text_features(
                     ds, t.text_encoder, features=t.text_features, folds=t.text_folds, seed=seed,
-                    fold_of=self.fold_of(seed), **(t.text_options or {}),
+                    fold_of=self.fold_of(seed) if crossfit else None, **(t.text_options or {}),
                 )  # fmt: skip
         return shared[key][0]
 
@@ -272,16 +375,33 @@ class _Grid:
             )  # fmt: skip
 
     def fuse(
-        self, seed, cell, method, group, ds, table, bank, head, copies, modalities="both", keep=None
+        self,
+        seed,
+        cell,
+        method,
+        group,
+        ds,
+        table,
+        bank,
+        head,
+        copies,
+        modalities="both",
+        keep=None,
+        epoch_factor=1,
+        **extra,
     ) -> dict[str, Any]:
         """Train one stage-2 head, keep its test predictions, return its row. ``keep`` = (stage-1
-        checkpoint, train_blocks): also save the trained model to ``out_dir/model``."""
+        checkpoint, train_blocks): also save the trained model to ``out_dir/model``. ``epoch_factor``
+        multiplies the stage-2 epochs (the M=1 run at equal compute). The row names the bank's K (views per
+        training image the head drew from) and the views it drew over its epochs; K below that is an
+        approximation of a fresh augmentation for every batch."""
         from mmkit.model import model_from_stage2, save_model
         from mmkit.stage2 import predict, train_stage2
 
+        stage2 = replace(self.stage2, seed=seed, epochs=self.stage2.epochs * epoch_factor)
         with self._timed(seed, cell, "stage 2 heads"):
             result = train_stage2(
-                ds, table, bank=bank, head=head, fusion=self.fusion, train=replace(self.stage2, seed=seed),
+                ds, table, bank=bank, head=head, fusion=self.fusion, train=stage2,
                 augment=replace(self.augment, seed=seed, copies=copies), modalities=modalities,
                 device=self.device,
             )  # fmt: skip
@@ -296,19 +416,41 @@ class _Grid:
                 ),
                 self.out / "model",
             )  # fmt: skip
-        return _row(method, group, seed, result.metrics, self.task)
+        images = modalities != "text"
+        drawn = len(result.history) * copies if images else None  # the epochs it ran, each drawing M views
+        k = int(bank.views) if images else None
+        columns = {
+            "bank_views": k,
+            "stage2_views": drawn,
+            "approximation": bool(k < drawn) if images else None,
+            "stage1_views": None,
+            "trainable_share": None,
+            "text_folds": self.text.text_folds if modalities != "image" else None,
+        }
+        return _row(method, group, seed, result.metrics, self.metric, **{**columns, **extra})
 
     def _save_predictions(self, seed: int, method: str, scores: np.ndarray, y: np.ndarray, ids: list) -> None:
         path = predictions_path(self.out, seed, method)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, scores=scores, targets=y, ids=np.array(ids, dtype=np.str_))
 
-    def stage1(self, seed: int, cell: str, dataset: Any, copies: int, blocks: str, out_dir: Path, phase: str):
+    def stage1(
+        self,
+        seed: int,
+        cell: str,
+        dataset: Any,
+        copies: int,
+        blocks: str,
+        out_dir: Path,
+        phase: str,
+        epoch_factor: int = 1,
+    ):
         from mmkit.train import train_stage1
 
+        train = replace(self.train, seed=seed, epochs=self.train.epochs * epoch_factor)
         with self._timed(seed, cell, phase):
             return train_stage1(
-                dataset, replace(self.model, train_blocks=blocks), replace(self.train, seed=seed),
+                dataset, replace(self.model, train_blocks=blocks), train,
                 replace(self.augment, seed=seed, copies=copies), out_dir=out_dir, resume=self.resume_stage1,
                 device=self.device,
             )  # fmt: skip
@@ -317,15 +459,15 @@ class _Grid:
     def _cell_baselines(self, seed: int, cell: str) -> list[dict[str, Any]]:
         feats = self.text_features(seed, cell)
         frozen = self.bank(seed, cell, None)
-        rows = []
-        for method, modalities in (
-            ("text only", "text"),
-            ("image · frozen + linear", "image"),
-            ("image+text · frozen + concat-linear", "both"),
-        ):
-            group = "traditional" if modalities == "both" else "single modality"
+        rows = [
+            self.fuse(seed, cell, "text only", "single modality", self.ds, feats, frozen, "concat-linear", 1, "text"),
+            self.fuse(seed, cell, "image · frozen + linear", "single modality", self.ds, feats, frozen,
+                      "concat-linear", 1, "image", stage1_views=0),
+        ]  # fmt: skip
+        for head in frozen_fusion_heads(self.augment, self.fusion, self.repro):
+            method = f"image+text · frozen + {head}"
             rows.append(
-                self.fuse(seed, cell, method, group, self.ds, feats, frozen, "concat-linear", 1, modalities)
+                self.fuse(seed, cell, method, "traditional", self.ds, feats, frozen, head, 1, stage1_views=0)
             )
         if self.no_view is not None:
             nv = self.text_features(seed, cell, no_view=True)
@@ -340,38 +482,39 @@ class _Grid:
     def _cell_variant(self, seed: int, cell: str) -> list[dict[str, Any]]:
         from mmkit.heads import HEADS
 
-        copies, blocks = next(
-            v for v in stage1_variants(self.repro, self.augment.copies) if _variant_dir(*v) == cell
-        )
-        tag = f"M={copies}, {blocks}"
+        v = next(v for v in stage1_variants(self.repro, self.augment.copies) if v.cell == cell)
+        copies, blocks, factor = v
         s1 = self.stage1(
-            seed,
-            cell,
-            self.ds,
-            copies,
-            blocks,
-            self.out / "stage1" / cell / f"seed{seed}",
-            f"stage 1 ({tag})",
-        )
-        method = f"image · fine-tuned ({tag})"
+            seed, cell, self.ds, copies, blocks, self.out / "stage1" / cell / f"seed{seed}",
+            f"stage 1 ({v.tag})", factor,
+        )  # fmt: skip
+        # the budget in augmented views per training image, and the share of the backbone stage 1 trained
+        stage1_cols = {
+            "stage1_views": len(s1.history) * copies,  # the epochs it ran (M=1: factor x more), M views each
+            "trainable_share": trainable_share(s1.model),
+        }
+        method = f"image · fine-tuned ({v.tag})"
         self._save_predictions(seed, method, *self._stage1_test_scores(s1, seed, copies), self.ds.ids("test"))
-        rows = [_row(method, "stage 1", seed, s1.metrics, self.task)]
+        rows = [_row(method, "stage 1", seed, s1.metrics, self.metric, **stage1_cols)]
         feats = self.text_features(seed, cell)
         tuned = self.bank(seed, cell, s1.checkpoint)
-        main = copies == self.augment.copies and blocks == "all"
+        main = v == Variant(self.augment.copies, "all")
         head0 = self.fusion.head
         for head in [head0] + [h for h in HEADS if h != head0] if main else [head0]:
             group = "proposed" if head == head0 else "fusion heads"
             # the first seed's proposed model is the run's artefact: out_dir/model (mmkit.model)
             keep = (s1.checkpoint, blocks) if main and head == head0 and seed == self.first_seed else None
-            method = f"proposed ({tag}) + {head}"
-            rows.append(self.fuse(seed, cell, method, group, self.ds, feats, tuned, head, copies, keep=keep))
+            method = f"proposed ({v.tag}) + {head}"
+            rows.append(
+                self.fuse(seed, cell, method, group, self.ds, feats, tuned, head, copies, keep=keep,
+                          epoch_factor=factor, **stage1_cols)
+            )  # fmt: skip
         if main and self.no_view is not None:
             nv = self.text_features(seed, cell, no_view=True)
-            method = f"proposed ({tag}) + {head0} · no view field"
+            method = f"proposed ({v.tag}) + {head0} · no view field"
             rows.append(
-                self.fuse(seed, cell, method, "view ablation", self.no_view, nv, tuned, head0, copies)
-            )
+                self.fuse(seed, cell, method, "view ablation", self.no_view, nv, tuned, head0, copies, **stage1_cols)
+            )  # fmt: skip
         return rows
 
     def _stage1_test_scores(self, s1: Any, seed: int, copies: int) -> tuple[np.ndarray, np.ndarray]:
@@ -409,13 +552,19 @@ class _Grid:
             lambda ds, ckpt: self.bank(seed, cell, ckpt, ds),
             full,
         )
-        feats = self.text_features(seed, cell)
+        feats = self.text_features(
+            seed, cell, crossfit=True
+        )  # the stage-1 folds: both modalities held out alike
         method = f"proposed (M={copies}, all) + {self.fusion.head} · {crossfit_tag(k)}"
-        return [self.fuse(seed, cell, method, "cross-fitted", self.ds, feats, bank, self.fusion.head, copies)]
+        return [
+            self.fuse(seed, cell, method, "cross-fitted", self.ds, feats, bank, self.fusion.head, copies,
+                      stage1_views=self.train.epochs * copies, text_folds=k)
+        ]  # fmt: skip
 
 
-def _variant_dir(copies: int, blocks: str) -> str:
-    return f"M{copies}_{blocks.replace(':', '')}"
+def _variant_dir(copies: int, blocks: str, epoch_factor: int = 1) -> str:
+    name = f"M{copies}_{blocks.replace(':', '')}"
+    return name if epoch_factor == 1 else f"{name}_x{epoch_factor}epochs"
 
 
 def _version() -> str:
@@ -445,13 +594,22 @@ def run_comparison(
 
     ``resume``: a cell finished before with the same settings (a hash of every config field it depends on,
     the seed, the data's fingerprint and the mmkit version) is read back, not rerun; a cell killed midway
-    resumes its stage-1 runs from their ``last.pt``. ``resume=False`` reruns everything. The verdict's ``repro.proposed`` must name a row of the grid; it is checked before anything runs.
+    resumes its stage-1 runs from their ``last.pt``. ``resume=False`` reruns everything.
+
+    The verdict is fixed before anything trains: ``repro.proposed`` must name a row of the grid, and the
+    proposed row with its plan (``verdict_plan``) is stored in ``out_dir/plan.json`` at the first run; a
+    later run into the same ``out_dir`` that names another is refused (``store_plan``).
 
     Example:
         >>> df = run_comparison(ds, data=DataConfig(), augment=AugmentConfig(image_size=32), ...)  # doctest: +SKIP
         >>> summarize(df, "test_accuracy")  # doctest: +SKIP
     """
-    if fusion.bank_views < augment.copies:
+    import os
+    import warnings
+
+    import torch
+
+    if isinstance(fusion.bank_views, int) and fusion.bank_views < augment.copies:
         raise ValueError(
             f"bank_views={fusion.bank_views} < copies={augment.copies}: stage 2 draws M=copies of the K=bank_views "
             "cached views of each sample; raise bank_views or lower copies"
@@ -463,6 +621,15 @@ def run_comparison(
     if proposed not in methods:
         raise ValueError(
             f"proposed={proposed!r} is not a row of this grid; name one of: " + "; ".join(methods)
+        )
+    plan = verdict_plan(augment, fusion, repro)
+    store_plan(out_dir, proposed, plan)
+    if fusion.stage1_folds > 1 and text.text_folds != fusion.stage1_folds:
+        warnings.warn(
+            f"text_folds={text.text_folds} but stage1_folds={fusion.stage1_folds}: every row's text uses "
+            f"{text.text_folds} folds except the cross-fitted row's, which uses the {fusion.stage1_folds} "
+            "stage-1 folds so both modalities hold out the same rows (its row records text_folds)",
+            stacklevel=2,
         )
     seeds = comparison_seeds(repro, train.seed)
     grid = _Grid(
@@ -486,11 +653,50 @@ def run_comparison(
     pd.DataFrame(timings, columns=["seed", "cell", "phase", "seconds", "reused"]).to_csv(
         out / "timings.csv", index=False
     )
+    # the threads as this process saw them (a bench reading the folder later cannot know them)
+    threads = {"torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     (out / "grid.json").write_text(
-        json.dumps({"proposed": proposed, "seeds": seeds, "reused_cells": reused, "task": dataset.task,
-                    "metric": f"test_{headline_metric(dataset.task)}", "methods": methods, "n_boot": repro.n_boot}, indent=2)
+        json.dumps({"proposed": proposed, "plan": plan, "seeds": seeds, "reused_cells": reused,
+                    "task": dataset.task, "metric": f"test_{grid.metric}", "methods": methods,
+                    "n_boot": repro.n_boot, "threads": threads}, indent=2)
     )  # fmt: skip
     return df
+
+
+def store_plan(out_dir: str | Path, proposed: str, plan: list[dict[str, str]]) -> Path:
+    """Keep the verdict's proposed row and plan in ``out_dir/plan.json`` at the first run, before anything
+    trains; refuse a later run into the same folder that names another (its test rows may have been read).
+
+    Example:
+        >>> store_plan("runs/05", "proposed (M=4, all) + gated", plan)  # doctest: +SKIP
+    """
+    path = Path(out_dir) / "plan.json"
+    fixed = {"proposed": proposed, "plan": plan}
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != json.loads(json.dumps(fixed)):
+            raise ValueError(
+                f"{path}: this folder's verdict was fixed at its first run with proposed={stored['proposed']!r} "
+                f"and plan {_claims(stored['plan'])}; this run names proposed={proposed!r} and plan "
+                f"{_claims(plan)}. A verdict is not renamed after its test rows may have been read: use a new "
+                f"out_dir, or proposed={stored['proposed']!r} with the settings of the first run"
+            )
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fixed, indent=2))
+    return path
+
+
+def load_plan(out_dir: str | Path) -> dict[str, Any]:
+    """The ``{"proposed", "plan"}`` that ``run_comparison`` stored in ``out_dir`` before the run."""
+    path = Path(out_dir) / "plan.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no stored verdict plan; run the grid first (run_comparison)")
+    return json.loads(path.read_text())
+
+
+def _claims(plan: list[dict[str, str]]) -> str:
+    return "[" + "; ".join(f"{c['proposed']} vs {c['comparator']}" for c in plan) + "]"
 
 
 def time_breakdown(timings: pd.DataFrame) -> pd.DataFrame:
@@ -506,8 +712,28 @@ def time_breakdown(timings: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("total", ascending=False)
 
 
+# Per-row settings that do not change with the seed: carried from the rows into the summary and the table.
+ROW_COLUMNS = ("bank_views", "stage2_views", "approximation", "stage1_views", "trainable_share", "text_folds")
+
+
+def _value(x: Any, col: str = "") -> Any:
+    """A row setting as a JSON/table value: NaN (a column only other rows fill, or read back from CSV) is
+    None, counts are ints again after a CSV round trip, "True"/"False" are bools."""
+    if x is None or (isinstance(x, (float, np.floating)) and np.isnan(x)):
+        return None
+    if isinstance(x, (np.bool_, bool)) or (isinstance(x, str) and x in ("True", "False")):
+        return x if isinstance(x, bool) else bool(x) if not isinstance(x, str) else x == "True"
+    if col == "trainable_share":
+        return float(x)
+    if isinstance(x, (int, np.integer)) or (isinstance(x, (float, np.floating)) and float(x).is_integer()):
+        return int(x)
+    return x.item() if isinstance(x, np.generic) else x
+
+
 def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean, std (sample, ddof=1) and count of ``metric`` per method, in the order methods first appear."""
+    """Mean, std (sample, ddof=1) and count of ``metric`` per method, in the order methods first appear,
+    with each row's settings (``ROW_COLUMNS``: the bank's K, the views seen, the trainable share...) when the
+    rows carry them."""
     order = list(dict.fromkeys(df["method"]))
     g = df.groupby("method", sort=False)
     summary = pd.DataFrame(
@@ -521,134 +747,112 @@ def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
             "n": [int(len(g.get_group(m))) for m in order],
         }
     )
+    for col in ROW_COLUMNS:
+        if col in df.columns:
+            summary[col] = pd.Series([_value(g.get_group(m)[col].iloc[0], col) for m in order], dtype=object)
     return summary
+
+
+def _k_cell(k: Any, drawn: Any, approximation: Any) -> str:
+    if k is None:
+        return "–"
+    return f"{k} (approximation: < {drawn} drawn)" if approximation else str(k)
 
 
 def markdown_table(summary: pd.DataFrame, metric: str) -> str:
     """The comparison as a markdown table: ``mean ± std`` in percent over ``n`` seeds (one seed has no
-    spread: its cell says ``n/a`` instead of a ± 0.00 that would read as a measured zero)."""
-    lines = [f"| method | group | test {metric} (%) mean ± std | seeds |", "|---|---|---|---|"]
-    for r in summary.itertuples():
-        spread = f"± {100 * r.std:.2f}" if r.n > 1 else "± n/a"
-        lines.append(f"| {r.method} | {r.group} | {100 * r.mean:.2f} {spread} | {r.n} |")
+    spread: its cell says ``n/a`` instead of a ± 0.00 that would read as a measured zero), then each row's
+    K (the feature-bank views per training image its stage 2 drew from; "approximation" when K is below the
+    views it drew, stage-2 epochs x M, so views were reused), the augmented views per training image it saw
+    in stage 1 / stage 2 (the M=1 row at equal compute sees as many as M copies), and the share of the
+    backbone's parameters stage 1 trained.
+
+    Example:
+        >>> s = pd.DataFrame([{"method": "p", "group": "g", "mean": .5, "std": .1, "n": 3, "bank_views": 8,
+        ...                    "stage2_views": 80, "approximation": True, "stage1_views": 24, "trainable_share": 1.0}])
+        >>> markdown_table(s, "accuracy").splitlines()[-1]
+        '| p | g | 50.00 ± 10.00 | 3 | 8 (approximation: < 80 drawn) | 24 / 80 | 100.00% |'
+    """
+    lines = [
+        f"| method | group | test {metric} (%) mean ± std | seeds | K (bank views) | views seen per image "
+        "(stage 1 / stage 2) | trainable share of the backbone |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.to_dict("records"):
+        spread = f"± {100 * r['std']:.2f}" if r["n"] > 1 else "± n/a"
+        get = {c: _value(r.get(c), c) for c in ROW_COLUMNS}
+        s1, s2 = get["stage1_views"], get["stage2_views"]
+        views = (
+            "–" if s1 is None and s2 is None else f"{'–' if s1 is None else s1} / {'–' if s2 is None else s2}"
+        )
+        share = "–" if get["trainable_share"] is None else f"{100 * get['trainable_share']:.2f}%"
+        k = _k_cell(get["bank_views"], s2, get["approximation"])
+        lines.append(
+            f"| {r['method']} | {r['group']} | {100 * r['mean']:.2f} {spread} | {r['n']} | {k} | {views} | {share} |"
+        )
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------------ verdict
-SINGLE_MODALITY_GROUPS = ("single modality", "stage 1")  # text only, frozen image, fine-tuned image
-
-
-def _metric_fn(task: str):
-    """score(y, scores) of the task's headline metric, fast enough to bootstrap."""
-    if task == "multilabel":
-        from sklearn.metrics import average_precision_score
-
-        def mean_ap(y: np.ndarray, s: np.ndarray) -> float:
-            present = [j for j in range(y.shape[1]) if y[:, j].any()]
-            return (
-                float(np.mean([average_precision_score(y[:, j], s[:, j]) for j in present]))
-                if present
-                else np.nan
-            )
-
-        return mean_ap
-    return lambda y, s: float((s.argmax(1) == y).mean())
-
-
-def _load_predictions(run_dirs: list[Path], seed: int, method: str) -> dict[str, np.ndarray]:
-    for run in run_dirs:
-        path = predictions_path(run, seed, method)
-        if path.exists():
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-    raise FileNotFoundError(
-        f"no test predictions of {method!r} for seed {seed} under {', '.join(map(str, run_dirs))}"
-        " (expected predictions/seed<s>/<method>.npz beside runs.csv)"
-    )
-
-
-def verdict(
-    df: pd.DataFrame,
-    run_dirs: list[str | Path],
-    task: str,
-    proposed: str,
-    n_boot: int = 1000,
+def crossfit_summary(
+    summary: pd.DataFrame, timings: pd.DataFrame, n_seeds: int, augment: AugmentConfig, fusion: FusionConfig
 ) -> dict[str, Any]:
-    """The comparison's answer, fixed before the test set is read:
+    """Notebook 05's cross-fitting numbers: the seconds per seed of the main stage-1 run and of the K
+    cross-fitted ones, their ratio, and the test mean of the proposed row with and without cross-fitting.
+    Empty when ``fusion.stage1_folds`` is 1 (no cross-fitted row).
 
-    - ``proposed`` is the row named before the run (``proposed_method``);
-    - the baseline is the single-modality row (text only, frozen image, every fine-tuned image-only
-      stage 1) with the best mean *validation* score;
-    - the paired per-seed test difference (proposed − baseline) on the same test samples: its mean over
-      seeds, and a bootstrap 95% CI that resamples the seeds and, within each, the test samples (both rows
-      share the resample); ``better`` only when the CI lies above 0.
+    Example:
+        >>> s = pd.DataFrame({"method": ["proposed (M=2, all) + concat-linear",
+        ...                              "proposed (M=2, all) + concat-linear · cross-fitted (K=2)"], "mean": [.6, .5]})
+        >>> t = pd.DataFrame({"phase": ["stage 1 (M=2, all)", "stage 1 cross-fit (2 folds)"], "seconds": [4.0, 6.0]})
+        >>> crossfit_summary(s, t, 2, AugmentConfig(copies=2), FusionConfig(stage1_folds=2))["cost_ratio"]
+        1.5
     """
-    key = headline_metric(task)
-    singles = df[df["group"].isin(SINGLE_MODALITY_GROUPS)]
-    if proposed not in set(df["method"]):
-        raise ValueError(f"proposed={proposed!r} is not among the rows: {sorted(set(df['method']))}")
-    by_val = singles.groupby("method", sort=False)[f"val_{key}"].mean()
-    baseline = str(by_val.idxmax())
-    seeds = sorted(
-        set(df.loc[df["method"] == proposed, "seed"]) & set(df.loc[df["method"] == baseline, "seed"])
-    )
-    runs = [Path(r) for r in run_dirs]
-    score = _metric_fn(task)
-    pairs = []
-    for seed in seeds:
-        p, b = _load_predictions(runs, seed, proposed), _load_predictions(runs, seed, baseline)
-        if list(p["ids"]) != list(b["ids"]):
-            raise ValueError(f"seed {seed}: {proposed!r} and {baseline!r} were scored on different test rows")
-        pairs.append((p["targets"], p["scores"], b["scores"]))
-    diffs = [score(y, sp) - score(y, sb) for y, sp, sb in pairs]
-    rng = numpy_generator(seeds[0] if seeds else 0, "bootstrap")
-    boot = np.empty(n_boot)
-    multiclass = task != "multilabel"
-    for i in range(n_boot):
-        picked = rng.integers(len(pairs), size=len(pairs))
-        total = 0.0
-        for j in picked:
-            y, sp, sb = pairs[j]
-            idx = rng.integers(len(y), size=len(y))
-            if multiclass:  # accuracy: mean of per-sample correctness differences
-                total += float(
-                    ((sp[idx].argmax(1) == y[idx]).astype(float) - (sb[idx].argmax(1) == y[idx])).mean()
-                )
-            else:
-                total += score(y[idx], sp[idx]) - score(y[idx], sb[idx])
-        boot[i] = total / len(pairs)
-    lo, hi = (float(np.nanpercentile(boot, q)) for q in (2.5, 97.5)) if len(pairs) else (np.nan, np.nan)
+    k = fusion.stage1_folds
+    if k <= 1:
+        return {}
+    main_row = f"proposed ({Variant(augment.copies, 'all').tag}) + {fusion.head}"
+    cross_row = f"{main_row} · {crossfit_tag(k)}"
+    per_seed = timings.groupby("phase")["seconds"].sum() / n_seeds
+    full_s = float(per_seed[f"stage 1 ({Variant(augment.copies, 'all').tag})"])
+    cross_s = float(per_seed[f"stage 1 cross-fit ({k} folds)"])
+    means = summary.set_index("method")["mean"]
     return {
-        "proposed": proposed,
-        "baseline": baseline,
-        "baseline_chosen_on": f"val_{key}",
-        "metric": f"test_{key}",
-        "seeds": [int(s) for s in seeds],
-        "per_seed_diff": [float(d) for d in diffs],
-        "diff_mean": float(np.mean(diffs)) if diffs else float("nan"),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n_boot": int(n_boot),
-        "better": bool(lo > 0),
+        "folds": k,
+        "stage1_seconds_per_seed": full_s,
+        "crossfit_stage1_seconds_per_seed": cross_s,
+        "cost_ratio": cross_s / full_s,
+        "test_mean_k1": float(means[main_row]),
+        "test_mean_crossfit": float(means[cross_row]),
     }
 
 
-def verdict_text(v: dict[str, Any]) -> str:
-    """The verdict in words (notebook 05's summary)."""
-    metric = v["metric"].replace("test_", "")
-    d, lo, hi = (100 * v[k] for k in ("diff_mean", "ci_low", "ci_high"))
-    answer = (
-        "better: the interval lies above zero"
-        if v["better"]
-        else "not shown better: the interval reaches zero or below"
-        if hi >= 0
-        else "worse: the interval lies below zero"
+def closing_words(results: dict[str, Any], dataset_name: str, cross: Optional[dict[str, Any]] = None) -> str:
+    """Notebook 05's closing sentence: the best row overall (mean ± std of the headline metric) and what
+    cross-fitting cost and changed. The verdict's family is printed beside it by ``verdict_words``.
+
+    Example:
+        >>> r = {"metric": "test_macro_f1", "n_seeds": 2, "summary": {"a": {"mean": .61, "std": .02, "n": 2},
+        ...      "b": {"mean": .7, "std": None, "n": 1}}}
+        >>> closing_words(r, "demo")
+        'Over 2 seeds on **demo**, the best row overall by test macro_f1 was *b* at 70.0% (one seed: no spread).'
+    """
+    rows = results["summary"]
+    best = max(rows, key=lambda m: rows[m]["mean"])
+    spread = rows[best]["std"]
+    metric = results["metric"].replace("test_", "")
+    words = (
+        f"Over {results['n_seeds']} seeds on **{dataset_name}**, the best row overall by test {metric} was "
+        f"*{best}* at {100 * rows[best]['mean']:.1f}%"
+        + (f" ± {100 * spread:.1f}." if spread is not None else " (one seed: no spread).")
     )
-    return (
-        f"*{v['proposed']}* against the best single modality on validation, *{v['baseline']}*: "
-        f"{d:+.2f} points of test {metric} (mean of {len(v['seeds'])} paired seeds, bootstrap 95% CI "
-        f"{lo:+.2f} to {hi:+.2f}): {answer}."
-    )
+    if cross:
+        words += (
+            f" Cross-fitting with {cross['folds']} folds cost {cross['cost_ratio']:.1f} times the main stage-1 "
+            f"run ({cross['crossfit_stage1_seconds_per_seed']:.0f} s against "
+            f"{cross['stage1_seconds_per_seed']:.0f} s per seed) and moved the proposed row from "
+            f"{100 * cross['test_mean_k1']:.1f}% to {100 * cross['test_mean_crossfit']:.1f}%."
+        )
+    return words
 
 
 def save_comparison(
@@ -656,41 +860,47 @@ def save_comparison(
     metric: str,
     out_dir: str | Path,
     *,
-    proposed: Optional[str] = None,
+    plan: Optional[list[dict[str, str]]] = None,
     run_dirs: Optional[list[str | Path]] = None,
-    task: Optional[str] = None,
-    n_boot: int = 1000,
+    n_boot: int = 10_000,
 ) -> dict[str, Any]:
     """Write ``comparison.csv`` / ``comparison.md`` (ours, then the paper's figures) and return the
-    numbers notebook 05 puts in metrics.json, the ``verdict`` among them when ``proposed`` is given (its
-    predictions are read from ``run_dirs``, default ``[out_dir]``)."""
+    numbers notebook 05 puts in metrics.json. ``metric`` is ``test_<the dataset's headline metric>``; with a
+    ``plan`` (``verdict_plan``, stored before the run) the ``verdict`` is its Holm-corrected family
+    (``mmkit.verdict.verdict_family``), its predictions read from ``run_dirs`` (default ``[out_dir]``).
+
+    Example:
+        >>> results = save_comparison(df, "test_macro_f1", "runs/05", plan=load_plan("runs/05")["plan"])  # doctest: +SKIP
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(df, metric)
     summary.to_csv(out / "comparison.csv", index=False)
     paper = paper_table()
+    key = metric.replace("test_", "")
     result: dict[str, Any] = {
         "metric": metric,
         "n_seeds": int(df["seed"].nunique()),
         "seeds": sorted(int(s) for s in df["seed"].unique()),
         "summary": {
-            r.method: {"mean": r.mean, "std": r.std if r.n > 1 else None, "n": r.n}
-            for r in summary.itertuples()
+            r["method"]: {
+                "mean": r["mean"], "std": r["std"] if r["n"] > 1 else None, "n": r["n"],
+                **{c: _value(r[c], c) for c in ROW_COLUMNS if c in r},
+            }
+            for r in summary.to_dict("records")
         },
-    }
+    }  # fmt: skip
     verdict_md = ""
-    if proposed is not None:
-        v = verdict(
-            df,
-            run_dirs or [out],
-            task or ("multilabel" if metric.endswith("mAP") else "multiclass"),
-            proposed,
-            n_boot,
+    if plan is not None:
+        family = verdict_family(df, [Path(r) for r in (run_dirs or [out])], key, plan, n_boot=n_boot)
+        result["verdict"] = family
+        verdict_md = (
+            "## Verdict (named before the run, Holm-corrected over the family)\n\n"
+            + verdict_words(family)
+            + "\n\n"
         )
-        result["verdict"] = v
-        verdict_md = f"## Verdict (fixed before the test set was read)\n\n{verdict_text(v)}\n\n"
     text = (
-        f"## This run ({df['seed'].nunique()} seeds)\n\n{markdown_table(summary, metric.replace('test_', ''))}\n\n"
+        f"## This run ({df['seed'].nunique()} seeds)\n\n{markdown_table(summary, key)}\n\n"
         + verdict_md
         + "## The paper's figures, on the paper's data (not comparable with the rows above)\n\n"
         + "| paper's data | paper's method | paper's test accuracy (%) |\n|---|---|---|\n"
@@ -706,7 +916,8 @@ def gather(run_dirs: list[str | Path], out_dir: str | Path, n_boot: Optional[int
     table, figure and verdict in ``out_dir``, as if one run had done every seed.
 
     Each run folder holds ``runs.csv``, ``grid.json``, ``predictions/`` and ``config.json``; the runs must
-    agree on the settings (the proposed row, the task) and not repeat a seed.
+    agree on the settings (the proposed row, the verdict's plan, the task and its metric) and not repeat a
+    seed.
 
     Example:
         >>> gather(["runs/05_seed0", "runs/05_seed1"], "runs/05_all")  # doctest: +SKIP
@@ -726,8 +937,8 @@ def gather(run_dirs: list[str | Path], out_dir: str | Path, n_boot: Optional[int
                 )
         grids.append(json.loads((run / "grid.json").read_text()))
         frames.append(pd.read_csv(run / "runs.csv"))
-    for key in ("proposed", "task", "metric", "methods"):
-        values = {json.dumps(g[key]) for g in grids}
+    for key in ("proposed", "plan", "task", "metric", "methods"):
+        values = {json.dumps(g.get(key), sort_keys=True) for g in grids}
         if len(values) > 1:
             raise ValueError(
                 f"gather: the runs differ in {key} ({', '.join(sorted(values))}); rerun them alike"
@@ -752,11 +963,14 @@ def gather(run_dirs: list[str | Path], out_dir: str | Path, n_boot: Optional[int
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "runs.csv", index=False)
     grid = grids[0]
+    if "plan" not in grid:
+        raise ValueError(
+            f"gather: {runs[0] / 'grid.json'} holds no verdict plan (a run of an older mmkit); rerun notebook 05 "
+            "into a new out_dir so its claims are named before the run"
+        )
     if n_boot is None:
-        n_boot = int(grid.get("n_boot", 1000))
-    results = save_comparison(
-        df, grid["metric"], out, proposed=grid["proposed"], run_dirs=runs, task=grid["task"], n_boot=n_boot
-    )
+        n_boot = int(grid.get("n_boot", 10_000))
+    results = save_comparison(df, grid["metric"], out, plan=grid["plan"], run_dirs=runs, n_boot=n_boot)
     fig = plot_comparison(summarize(df, grid["metric"]), grid["metric"].replace("test_", ""))
     fig.savefig(out / "comparison.png", dpi=120)
     timings = [pd.read_csv(r / "timings.csv") for r in runs if (r / "timings.csv").exists()]
@@ -777,17 +991,24 @@ def _in_grid_order(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 
 __all__ = [
     "PAPER_FIGURES",
+    "ROW_COLUMNS",
+    "Variant",
+    "closing_words",
     "comparison_seeds",
+    "crossfit_summary",
+    "frozen_fusion_heads",
     "gather",
     "grid_methods",
+    "load_plan",
     "markdown_table",
     "paper_table",
     "proposed_method",
     "run_comparison",
     "save_comparison",
     "stage1_variants",
+    "store_plan",
     "summarize",
     "time_breakdown",
-    "verdict",
-    "verdict_text",
+    "trainable_share",
+    "verdict_plan",
 ]
