@@ -225,22 +225,6 @@ def verdict_plan(
     return plan
 
 
-def trainable_share(model: Any) -> float:
-    """Trainable backbone parameters / all backbone parameters of a stage-1 model (its layer policy's
-    reach: ``first:1`` on a ResNet may train well under 1% of it).
-
-    Example:
-        >>> from mmkit.models import apply_layer_policy, create_backbone
-        >>> trainable_share(apply_layer_policy(create_backbone("timm:test_resnet", image_size=32), "all"))
-        1.0
-    """
-    from mmkit.models import find_backbone
-
-    params = list(find_backbone(model).parameters())
-    total = sum(p.numel() for p in params)
-    return float(sum(p.numel() for p in params if p.requires_grad) / total) if total else float("nan")
-
-
 class _Grid:
     """The cells of notebook 05's grid for one dataset: each (seed, cell) is an independent job whose rows,
     test predictions and timings land under ``out_dir``; a finished cell with the same settings is reused."""
@@ -481,6 +465,7 @@ class _Grid:
 
     def _cell_variant(self, seed: int, cell: str) -> list[dict[str, Any]]:
         from mmkit.heads import HEADS
+        from mmkit.models import trainable_share
 
         v = next(v for v in stage1_variants(self.repro, self.augment.copies) if v.cell == cell)
         copies, blocks, factor = v
@@ -491,7 +476,7 @@ class _Grid:
         # the budget in augmented views per training image, and the share of the backbone stage 1 trained
         stage1_cols = {
             "stage1_views": len(s1.history) * copies,  # the epochs it ran (M=1: factor x more), M views each
-            "trainable_share": trainable_share(s1.model),
+            "trainable_share": trainable_share(s1.model),  # mmkit.models: the layer policy's reach
         }
         method = f"image · fine-tuned ({v.tag})"
         self._save_predictions(seed, method, *self._stage1_test_scores(s1, seed, copies), self.ds.ids("test"))
@@ -1009,6 +994,5 @@ __all__ = [
     "store_plan",
     "summarize",
     "time_breakdown",
-    "trainable_share",
     "verdict_plan",
 ]

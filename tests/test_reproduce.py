@@ -115,8 +115,7 @@ def test_a_stored_plan_refuses_another_proposed(tmp_path):
 
 
 def test_trainable_share_of_the_layer_policy():
-    from mmkit.models import ImageClassifier, apply_layer_policy, create_backbone
-    from mmkit.reproduce import trainable_share
+    from mmkit.models import ImageClassifier, apply_layer_policy, create_backbone, trainable_share
 
     def share(policy):
         return trainable_share(
