@@ -147,10 +147,10 @@ def test_weighted_metrics_equal_compute_metrics_on_the_resampled_rows():
     sm = np.round(rng.normal(size=(n, c)) + ym, 1)
     names = [str(k) for k in range(c)]
     for metric in ("accuracy", "macro_f1"):
-        got = verdict_mod._Scorer(y, s, metric, False)(w[None].astype(float))[0]
+        got = verdict_mod._Scorer(y, s, metric, False)(w[:, None].astype(float))[0]
         assert got == pytest.approx(compute_metrics(y[rows], s[rows], "multiclass", names)[metric], abs=1e-12)
     for metric in ("accuracy", "macro_f1", "mAP"):
-        got = verdict_mod._Scorer(ym, sm, metric, True)(w[None].astype(float))[0]
+        got = verdict_mod._Scorer(ym, sm, metric, True)(w[:, None].astype(float))[0]
         assert got == pytest.approx(
             compute_metrics(ym[rows], sm[rows], "multilabel", names)[metric], abs=1e-12
         )
