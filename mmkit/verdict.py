@@ -102,8 +102,8 @@ def load_predictions(run_dirs: list[Path], seed: int, method: str) -> dict[str, 
 class _Scorer:
     """One metric of one set of predictions ``scores`` [N, C] against ``y``, for many row weightings at
     once: ``__call__(w)`` with ``w`` [N, B] row counts (one column per replicate) gives [B] values. Every
-    metric is a few weighted sums of rows, taken at once as ``M.T @ w`` with a sparse 0/1 matrix ``M``
-    [N, width]."""
+    metric is a few weighted sums of rows, taken at once as ``matrix @ w`` with a sparse 0/1 ``matrix``
+    [width, N] (a row per sum)."""
 
     def __init__(self, y: np.ndarray, scores: np.ndarray, metric: str, multilabel: bool):
         from scipy import sparse
@@ -227,8 +227,8 @@ def paired_bootstrap(
 
     Returns ``per_seed_diff`` (each equals the difference of ``compute_metrics(...)[metric]``),
     ``diff_mean``, ``ci_low``/``ci_high`` (percentiles of ``boot``), ``p_value``, ``boot`` (the replicates
-    of the mean difference), ``n_boot``, ``alpha``, ``seed_sd`` and ``row_sd`` (the two parts' standard
-    errors) and ``seed_variance_estimated`` (False with one seed).
+    of the mean difference), ``n_boot``, ``alpha``, ``seed_se`` and ``row_se`` (the standard errors of
+    the seed part and of the shared test-row part) and ``seed_variance_estimated`` (False with one seed).
 
     The p-value inverts the same replicates: ``2 * min(#{boot <= 0} + 1, #{boot >= 0} + 1) / (n_boot + 1)``
     (at most 1). So 0 lies outside the (1 - alpha) interval exactly when p < alpha, up to 1/n_boot.
@@ -298,8 +298,8 @@ def paired_bootstrap(
         "boot": boot,
         "n_boot": int(n_boot),
         "alpha": float(alpha),
-        "seed_sd": seed_se,
-        "row_sd": float(np.sqrt(shared)),
+        "seed_se": seed_se,
+        "row_se": float(np.sqrt(shared)),
         "seed_variance_estimated": n_seeds > 1,
     }
 
@@ -451,7 +451,7 @@ def verdict_family(
 def _sentence(c: dict[str, Any], metric: str, alpha: float) -> str:
     d, lo, hi = (100 * c[k] for k in ("diff_mean", "ci_low", "ci_high"))
     how = (
-        f"the best single modality on {c['comparator_chosen_on']}, *{c['comparator']}*"
+        f"the best single modality on validation {metric}, *{c['comparator']}*"
         if c["comparator_chosen_on"].startswith("val_")
         else f"*{c['comparator']}*"
     )

@@ -209,9 +209,10 @@ def test_module_examples():
 def _simulated_grid(rng, n_seeds, n_rows=120, n_classes=3, seed_sd=0.15, row_sd=1.0, shared=0.7):
     """Two rows of a grid with the same expected accuracy, scored by ``n_seeds`` seeds on the same test rows.
 
-    Each test row has a difficulty and a lean towards a or b (``row_sd``); each seed of each row shifts its
-    accuracy (``seed_sd``); whether a seed gets a row right is drawn per seed, from a draw the seeds share
-    with probability ``shared`` (seeds agree on most rows, as networks trained on the same data do).
+    Each test row has a difficulty and a lean towards a or b (``row_sd``); each seed of a and of b shifts
+    its accuracy (``seed_sd``); whether a seed gets a test row right is drawn per seed, from a draw the
+    seeds share with probability ``shared`` (seeds agree on most rows, as networks trained on the same data
+    do).
     Swapping a and b leaves the distribution unchanged, so the true difference is 0.
     """
     y = rng.integers(0, n_classes, n_rows)
