@@ -62,7 +62,7 @@ from mmkit.seeding import numpy_generator
 BEST_SINGLE = "best single modality on validation"
 SINGLE_MODALITY_GROUPS = ("single modality", "stage 1")  # text only, frozen image, fine-tuned image
 METRICS = ("accuracy", "macro_f1", "mAP")
-_CELLS_PER_CHUNK = 4_000_000  # row weights held at once (replicates x test rows): ~32 MB of float64
+_CELLS_PER_CHUNK = 4_000_000  # row weights held at once (replicates x test rows): 16 MB of float32
 
 
 def _slug(method: str) -> str:
@@ -101,10 +101,14 @@ def load_predictions(run_dirs: list[Path], seed: int, method: str) -> dict[str, 
 # ------------------------------------------------------------------------------------- weighted metrics
 class _Scorer:
     """One metric of one set of predictions ``scores`` [N, C] against ``y``, for many row weightings at
-    once: ``__call__(w)`` with ``w`` [B, N] row counts gives [B] values."""
+    once: ``__call__(w)`` with ``w`` [N, B] row counts (one column per replicate) gives [B] values. Every
+    metric is a few weighted sums of rows, taken at once as ``matrix @ w`` with a sparse 0/1 ``matrix``
+    [width, N] (a row per sum)."""
 
     def __init__(self, y: np.ndarray, scores: np.ndarray, metric: str, multilabel: bool):
-        self.metric, self.multilabel = metric, multilabel
+        from scipy import sparse
+
+        self.metric = metric
         n, c = scores.shape
         if multilabel:
             pred = scores > 0.0  # logits, as compute_metrics' default threshold
@@ -114,50 +118,62 @@ class _Scorer:
             pred[np.arange(n), scores.argmax(1)] = True
             truth = np.zeros((n, c), bool)
             truth[np.arange(n), y] = True
-        if metric == "accuracy":
-            self.right = (pred == truth).all(1).astype(np.float64)
-        elif metric == "macro_f1":
-            from scipy import sparse
-
-            # columns: TP of each class, then predicted + true count of each class (F1 = 2TP / (P + T))
-            self.counts = sparse.csr_matrix(
-                np.hstack([pred & truth, pred.astype(np.int8) + truth.astype(np.int8)]).astype(np.float64)
-            )
+        if metric == "accuracy":  # one column: the row is right (the whole label set, when multilabel)
+            cols = (pred == truth).all(1)[:, None]
+        elif metric == "macro_f1":  # TP of each class, then predicted + true count (F1 = 2TP / (P + T))
+            cols = np.hstack([pred & truth, pred.astype(np.int8) + truth.astype(np.int8)])
+        if metric != "mAP":
+            self.matrix = sparse.csc_matrix(cols.astype(np.float32)).T.tocsr()
             self.c = c
-        else:  # mAP: each label's rows by descending score; a tie group counts as one threshold
-            self.labels = []
-            for j in range(c):
-                if not truth[:, j].any():
-                    continue  # never positive on the full set, so in no resample either
-                order = np.argsort(-scores[:, j], kind="stable")
-                s = scores[order, j]
-                ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
-                self.labels.append((order, truth[order, j].astype(np.float64), ends))
+            return
+        # mAP: each label's rows by descending score. Precision is read at the end of each tie group that
+        # holds a positive (the thresholds where recall moves), so a label's rows fall into segments, each
+        # ending with such a group: "seen" sums every row of a segment, "hits" its positive rows.
+        seen_rows, seen_cols, hit_rows, hit_cols, self.starts = [], [], [], [], []
+        width = 0
+        for j in range(c):
+            if not truth[:, j].any():
+                continue  # never positive on the full set, so in no resample either
+            order = np.argsort(-scores[:, j], kind="stable")
+            ranked = scores[order, j]
+            group = np.cumsum(np.r_[0, ranked[1:] != ranked[:-1]])
+            positive = truth[order, j]
+            with_positive = np.unique(group[positive])
+            segment = np.searchsorted(with_positive, group)
+            kept = segment < len(with_positive)  # rows below the last positive never enter a precision
+            seen_rows.append(order[kept])
+            seen_cols.append(width + segment[kept])
+            hit_rows.append(order[positive])
+            hit_cols.append(width + segment[positive])
+            self.starts.append(width)
+            width += len(with_positive)
+        self.width = width
+        rows = np.concatenate(seen_rows + hit_rows) if width else np.zeros(0, np.int64)
+        cols = np.concatenate(seen_cols + [h + width for h in hit_cols]) if width else np.zeros(0, np.int64)
+        self.matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (cols, rows)), shape=(2 * width, n))
 
     def __call__(self, w: np.ndarray) -> np.ndarray:
+        got = self.matrix @ w  # [width, B]
         if self.metric == "accuracy":
-            return (w @ self.right) / w.sum(1)
+            return got[0] / w.sum(0)
         if self.metric == "macro_f1":
-            got = np.asarray((self.counts.T @ w.T).T)  # [B, 2C]
-            tp, denom = got[:, : self.c], got[:, self.c :]
+            tp, denom = got[: self.c], got[self.c :]
             f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-            return f1.mean(1)
-        aps = np.full((len(w), len(self.labels)), np.nan)
-        for k, (order, pos, ends) in enumerate(self.labels):
-            wo = w[:, order]
-            seen = np.cumsum(wo, 1)[:, ends]
-            hits = np.cumsum(wo * pos, 1)[:, ends]
-            total = hits[:, -1:]
-            gain = np.diff(hits, axis=1, prepend=0.0)
-            precision = np.divide(hits, seen, out=np.zeros_like(hits), where=seen > 0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ap = (gain * precision).sum(1) / total[:, 0]
-            aps[:, k] = np.where(total[:, 0] > 0, ap, np.nan)
-        if not self.labels:
-            return np.full(len(w), np.nan)
-        with np.errstate(invalid="ignore"):
-            present = ~np.isnan(aps)
-            return np.where(present.any(1), np.nansum(aps, 1) / np.maximum(present.sum(1), 1), np.nan)
+            return f1.mean(0)
+        if not self.width:
+            return np.full(w.shape[1], np.nan)
+        seen, hits = got[: self.width], got[self.width :]
+        ap = np.full((len(self.starts), w.shape[1]), np.nan)
+        for k, (a, b) in enumerate(zip(self.starts, self.starts[1:] + [self.width])):
+            cum_seen = np.cumsum(seen[a:b], 0)
+            cum_hits = np.cumsum(hits[a:b], 0)
+            precision = np.divide(cum_hits, cum_seen, out=np.zeros_like(cum_hits), where=cum_seen > 0)
+            positives = cum_hits[-1]
+            gained = np.einsum("kb,kb->b", hits[a:b], precision)
+            ap[k] = np.divide(gained, positives, out=np.full_like(gained, np.nan), where=positives > 0)
+        present = ~np.isnan(ap)
+        total = np.where(present, ap, 0.0).sum(0)
+        return np.divide(total, present.sum(0), out=np.full_like(total, np.nan), where=present.any(0))
 
 
 def _check_inputs(y: Any, scores_a: Any, scores_b: Any, metric: str) -> tuple[np.ndarray, ...]:
@@ -184,10 +200,12 @@ def _check_inputs(y: Any, scores_a: Any, scores_b: Any, metric: str) -> tuple[np
 
 
 def _row_weights(rng: np.random.Generator, n_rep: int, n: int) -> np.ndarray:
-    """``n_rep`` resamples of ``n`` test rows, as counts [n_rep, n] (each row sums to n)."""
+    """``n_rep`` resamples of ``n`` test rows, as counts [n, n_rep] (each column sums to n). Float32 holds
+    the counts and their sums exactly (up to 2**24 rows) at half the memory traffic of float64."""
     idx = rng.integers(0, n, size=(n_rep, n), dtype=np.int64)
-    idx += n * np.arange(n_rep)[:, None]
-    return np.bincount(idx.ravel(), minlength=n_rep * n).reshape(n_rep, n).astype(np.float64)
+    idx *= n_rep
+    idx += np.arange(n_rep)[:, None]
+    return np.bincount(idx.ravel(), minlength=n * n_rep).reshape(n, n_rep).astype(np.float32)
 
 
 def paired_bootstrap(
@@ -209,8 +227,8 @@ def paired_bootstrap(
 
     Returns ``per_seed_diff`` (each equals the difference of ``compute_metrics(...)[metric]``),
     ``diff_mean``, ``ci_low``/``ci_high`` (percentiles of ``boot``), ``p_value``, ``boot`` (the replicates
-    of the mean difference), ``n_boot``, ``alpha``, ``seed_sd`` and ``row_sd`` (the two parts' standard
-    errors) and ``seed_variance_estimated`` (False with one seed).
+    of the mean difference), ``n_boot``, ``alpha``, ``seed_se`` and ``row_se`` (the standard errors of
+    the seed part and of the shared test-row part) and ``seed_variance_estimated`` (False with one seed).
 
     The p-value inverts the same replicates: ``2 * min(#{boot <= 0} + 1, #{boot >= 0} + 1) / (n_boot + 1)``
     (at most 1). So 0 lies outside the (1 - alpha) interval exactly when p < alpha, up to 1/n_boot.
@@ -229,11 +247,12 @@ def paired_bootstrap(
     scorers = [
         (_Scorer(y, a[s], metric, multilabel), _Scorer(y, b[s], metric, multilabel)) for s in range(n_seeds)
     ]
-    ones = np.ones((1, n))
+    ones = np.ones((n, 1))
     diffs = np.array([float(sa(ones)[0] - sb(ones)[0]) for sa, sb in scorers])
     rows_rng = numpy_generator(seed, "bootstrap", key, 0)
     dev = np.empty((n_boot, n_seeds))  # each replicate's per-seed difference minus the full-set one
-    chunk = max(1, _CELLS_PER_CHUNK // max(n, 1))
+    widest = max(max(sa.matrix.shape[0], sb.matrix.shape[0]) for sa, sb in scorers)
+    chunk = max(1, _CELLS_PER_CHUNK // max(n, widest, 1))
     for start in range(0, n_boot, chunk):
         stop = min(n_boot, start + chunk)
         w = _row_weights(rows_rng, stop - start, n)  # one resample of the rows, shared by every seed
@@ -279,8 +298,8 @@ def paired_bootstrap(
         "boot": boot,
         "n_boot": int(n_boot),
         "alpha": float(alpha),
-        "seed_sd": seed_se,
-        "row_sd": float(np.sqrt(shared)),
+        "seed_se": seed_se,
+        "row_se": float(np.sqrt(shared)),
         "seed_variance_estimated": n_seeds > 1,
     }
 
@@ -432,7 +451,7 @@ def verdict_family(
 def _sentence(c: dict[str, Any], metric: str, alpha: float) -> str:
     d, lo, hi = (100 * c[k] for k in ("diff_mean", "ci_low", "ci_high"))
     how = (
-        f"the best single modality on {c['comparator_chosen_on']}, *{c['comparator']}*"
+        f"the best single modality on validation {metric}, *{c['comparator']}*"
         if c["comparator_chosen_on"].startswith("val_")
         else f"*{c['comparator']}*"
     )

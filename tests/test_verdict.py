@@ -73,6 +73,53 @@ def test_best_single_is_chosen_on_validation_not_test(tmp_path):
     assert c["text"] in verdict_words(v)
 
 
+def test_macro_f1_verdict_chooses_and_scores_on_macro_f1(tmp_path):
+    # FPUS23's head task: most rows are one class, so "always the majority" wins accuracy, not macro-F1.
+    rng = np.random.default_rng(8)
+    n = 200
+    y = (rng.random(n) < 0.2).astype(int)  # 80% class 0
+    majority = np.zeros((2, n), int)
+    balanced = np.where(rng.random((2, n)) < 0.65, y, 1 - y)
+    proposed = np.where(rng.random((2, n)) < 0.85, y, 1 - y)
+    rows, ids = [], [f"r{i}" for i in range(n)]
+    names = ["0", "1"]
+    for method, preds in (("majority", majority), ("balanced", balanced), ("proposed", proposed)):
+        for s in range(2):
+            scores = _onehot_scores(preds[s], 2)
+            _write(tmp_path, s, method, scores, y, ids)
+            m = compute_metrics(y, scores, "multiclass", names)
+            group = "proposed" if method == "proposed" else "single modality"
+            # validation agrees with test here: majority is best on accuracy, balanced on macro-F1
+            rows.append({"method": method, "group": group, "seed": s, "val_accuracy": m["accuracy"],
+                         "val_macro_f1": m["macro_f1"], "test_accuracy": m["accuracy"],
+                         "test_macro_f1": m["macro_f1"]})  # fmt: skip
+    df = pd.DataFrame(rows)
+    plan = [{"claim": "(a)", "proposed": "proposed", "comparator": BEST_SINGLE}]
+    c = verdict_family(df, [tmp_path], "macro_f1", plan, n_boot=200)["family"][0]
+    assert c["comparator"] == "balanced" and c["comparator_chosen_on"] == "val_macro_f1"
+    by = df.set_index(["method", "seed"])["test_macro_f1"]
+    assert c["per_seed_diff"] == pytest.approx(
+        [by["proposed", s] - by["balanced", s] for s in (0, 1)], abs=1e-12
+    )
+    assert "test macro_f1" in c["text"]
+    assert (
+        verdict_family(df, [tmp_path], "accuracy", plan, n_boot=200)["family"][0]["comparator"] == "majority"
+    )
+
+
+def test_one_seed_says_its_interval_covers_test_rows_only(tmp_path):
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 3, 100)
+    df = _grid(
+        tmp_path, {"a": rng.random((1, 100)) < 0.8, "b": rng.random((1, 100)) < 0.6}, y, {"a": 0, "b": 0}
+    )
+    c = verdict_family(df, [tmp_path], "accuracy", [{"claim": "x", "proposed": "a", "comparator": "b"}], 500)
+    assert (
+        c["family"][0]["seed_variance_estimated"] is False and "test-row noise only" in c["family"][0]["text"]
+    )
+    assert c["family"][0]["ci_low"] < c["family"][0]["diff_mean"] < c["family"][0]["ci_high"]
+
+
 def test_identical_predictions_give_a_zero_interval(tmp_path):
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 200)
@@ -147,10 +194,10 @@ def test_weighted_metrics_equal_compute_metrics_on_the_resampled_rows():
     sm = np.round(rng.normal(size=(n, c)) + ym, 1)
     names = [str(k) for k in range(c)]
     for metric in ("accuracy", "macro_f1"):
-        got = verdict_mod._Scorer(y, s, metric, False)(w[None].astype(float))[0]
+        got = verdict_mod._Scorer(y, s, metric, False)(w[:, None].astype(float))[0]
         assert got == pytest.approx(compute_metrics(y[rows], s[rows], "multiclass", names)[metric], abs=1e-12)
     for metric in ("accuracy", "macro_f1", "mAP"):
-        got = verdict_mod._Scorer(ym, sm, metric, True)(w[None].astype(float))[0]
+        got = verdict_mod._Scorer(ym, sm, metric, True)(w[:, None].astype(float))[0]
         assert got == pytest.approx(
             compute_metrics(ym[rows], sm[rows], "multilabel", names)[metric], abs=1e-12
         )
@@ -209,9 +256,10 @@ def test_module_examples():
 def _simulated_grid(rng, n_seeds, n_rows=120, n_classes=3, seed_sd=0.15, row_sd=1.0, shared=0.7):
     """Two rows of a grid with the same expected accuracy, scored by ``n_seeds`` seeds on the same test rows.
 
-    Each test row has a difficulty and a lean towards a or b (``row_sd``); each seed of each row shifts its
-    accuracy (``seed_sd``); whether a seed gets a row right is drawn per seed, from a draw the seeds share
-    with probability ``shared`` (seeds agree on most rows, as networks trained on the same data do).
+    Each test row has a difficulty and a lean towards a or b (``row_sd``); each seed of a and of b shifts
+    its accuracy (``seed_sd``); whether a seed gets a test row right is drawn per seed, from a draw the
+    seeds share with probability ``shared`` (seeds agree on most rows, as networks trained on the same data
+    do).
     Swapping a and b leaves the distribution unchanged, so the true difference is 0.
     """
     y = rng.integers(0, n_classes, n_rows)
