@@ -12,19 +12,22 @@ MUTANTS = [
         file="mmkit/crossfit.py",
         old="sub = fold_dataset(dataset, np.flatnonzero(fold_of != k))",
         new="sub = fold_dataset(dataset, np.flatnonzero(fold_of == k))",
-        tests=("tests/test_crossfit_folds.py::test_each_fold_backbone_trains_on_the_other_folds_only",),
+        tests=("tests/test_fusion.py::test_cross_fit_stage1_trains_each_fold_backbone_without_its_fold",),
     ),
-    # "The bootstrap resamples test rows independently per seed": today's reproduce.verdict *is* that defect
-    # (a fresh resample of the test rows for every seed it picks). The crossed bootstrap arrives with
-    # mmkit/verdict.py; once it is merged, enable this entry with its text as merged (a fresh resample per
-    # seed instead of the one shared by every seed), killed by verdict's coverage / identical-rows tests:
-    # Mutant(
-    #     name="bootstrap-resamples-test-rows-per-seed",
-    #     file="mmkit/verdict.py",
-    #     old="            dev[start:stop, s] = sa(w) - sb(w) - diffs[s]",
-    #     new="            w = _row_weights(rows_rng, stop - start, n)\n            dev[start:stop, s] = sa(w) - sb(w) - diffs[s]",
-    #     tests=("tests/test_verdict.py::<the coverage test with 3 and 5 seeds>",),
-    # ),
+    Mutant(
+        name="crossfit-eval-rows-from-the-full-backbone",
+        file="mmkit/crossfit.py",
+        old="out[:, k] = bank.lookup(split, ids[split]) if ids[split]",
+        new="out[:, k] = full_bank.lookup(split, ids[split]) if ids[split]",
+        tests=("tests/test_fusion.py::test_cross_fitted_bank_uses_fold_backbones_only",),
+    ),
+    Mutant(
+        name="bootstrap-resamples-test-rows-per-seed",
+        file="mmkit/verdict.py",
+        old="            dev[start:stop, s] = sa(w) - sb(w) - diffs[s]",
+        new="            w = _row_weights(rows_rng, stop - start, n)\n            dev[start:stop, s] = sa(w) - sb(w) - diffs[s]",
+        tests=("tests/test_verdict.py::test_the_95_interval_covers_a_true_zero_95_percent_of_the_time",),
+    ),
     Mutant(
         name="image-standardisation-fitted-on-all-splits",
         file="mmkit/stage2.py",
@@ -78,16 +81,12 @@ MUTANTS = [
         new='model, loaders["train"], loaders["test"], train,',
         tests=("tests/test_selection_split.py::test_stage2_selects_its_epoch_on_the_validation_split",),
     ),
-    # reproduce.verdict moves to mmkit/verdict.py: re-target this mutant there (there the baseline is chosen
-    # by `col = f"val_{metric}"` in _best_single: `val_` -> `test_`), and its test to the new entry point.
     Mutant(
         name="baseline-chosen-on-test",
-        file="mmkit/reproduce.py",
-        old='by_val = singles.groupby("method", sort=False)[f"val_{key}"].mean()',
-        new='by_val = singles.groupby("method", sort=False)[f"test_{key}"].mean()',
-        tests=(
-            "tests/test_verdict_baseline.py::test_baseline_is_the_best_single_modality_row_on_validation",
-        ),
+        file="mmkit/verdict.py",
+        old='col = f"val_{metric}"',
+        new='col = f"test_{metric}"',
+        tests=("tests/test_verdict.py::test_best_single_is_chosen_on_validation_not_test",),
     ),
     Mutant(
         name="text-features-joined-by-position",
