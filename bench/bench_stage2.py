@@ -1,7 +1,8 @@
 """Stage 2 from the feature bank against the seed's way, on the same data, backbone, head and text features.
 
 - bank: the backbone runs once, in eval() without gradients, over K augmented views of every training
-  image (timed separately as ``bank_build_s``); each stage-2 step draws M of the K cached views per sample.
+  image (timed separately as ``bank_build_s``); by default K = epochs x M and each view is drawn once
+  (``bank_views="epochs"``), so the bank row sees as many fresh augmentations as the live rows.
 - live (frozen): the kit's live path with ``train_blocks="none"``: the backbone runs every step on fresh
   augmentations, in eval() without gradients.
 - seed: the published notebooks' way: the "frozen" backbone left in train mode with gradients, recomputed
@@ -47,7 +48,7 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path) -> dict:
     from mmkit.augment import make_loader
     from mmkit.config import AugmentConfig, FusionConfig, ModelConfig, TrainConfig
     from mmkit.data import make_synthetic_food101, read_upmc_food101
-    from mmkit.features import build_feature_bank, load_backbone
+    from mmkit.features import build_feature_bank, load_backbone, resolve_bank_views
     from mmkit.heads import FusionModel, feature_stats, make_head
     from mmkit.metrics import compute_metrics
     from mmkit.seeding import derive_seed
@@ -68,10 +69,9 @@ def run_seed(args: argparse.Namespace, seed: int, work: Path) -> dict:
     aug = AugmentConfig(
         preset="seed", image_size=args.image_size, copies=args.copies, batch_size=args.batch_size
     )
-    views = (
-        args.views or args.epochs * args.copies
-    )  # default: each cached view used once (the live path's draws)
-    fusion = FusionConfig(head="concat-linear", bank_views=views)
+    # default: bank_views="epochs", each cached view drawn once (the paper's stage 2, as the live path draws)
+    fusion = FusionConfig(head="concat-linear", bank_views=args.views or "epochs")
+    views = resolve_bank_views(fusion.bank_views, args.epochs, args.copies)
     rows: dict = {"data": ds.summary(), "bank_views": views}
 
     # stage 1 (shared): every stage-2 row starts from the same fine-tuned backbone, as in the paper
@@ -202,7 +202,12 @@ def main() -> None:
     p.add_argument("--train-per-class", type=int, default=60)
     p.add_argument("--test-per-class", type=int, default=20)
     p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--views", type=int, default=None, help="K views per training image (default epochs x M)")
+    p.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="K views per training image, reused across epochs (default: epochs x M, each once)",
+    )
     p.add_argument("--copies", type=int, default=1, help="M views per sample per step (1 = the seed's)")
     p.add_argument("--epochs", type=int, default=20, help="stage-2 epochs (the demo's 20)")
     p.add_argument("--batch-size", type=int, default=32)
