@@ -121,6 +121,16 @@ def run_fusion_experiment(
     )  # fmt: skip
     train = resolve_select_on(train, dataset)
     fold_of = _cross_fit_folds(dataset, fusion, train.seed)
+    text_folds_used = text.text_folds if fold_of is None else fusion.stage1_folds
+    if text_folds_used != text.text_folds:
+        import warnings
+
+        warnings.warn(
+            f"text_folds={text.text_folds} is overridden by stage1_folds={fusion.stage1_folds}: cross-fitting "
+            "holds out the same rows in both modalities, so the text's out-of-fold logits use the stage-1 folds "
+            "(recorded as text_folds_used); set text_folds to match to silence this",
+            stacklevel=2,
+        )
     table, encoder = compute_text_features(
         dataset,
         text.text_encoder,
@@ -194,7 +204,8 @@ def run_fusion_experiment(
     main = results[fusion.head]
     loaders = {s: main.loaders[s] for s in ("val", "test") if len(dataset.records(s))}
     missing = missing_modality_report(main.model, loaders, dataset.task, list(dataset.classes))
-    settings = {"augment": augment, "model": model, "train": train, "text": text, "fusion": fusion}
+    settings = {"augment": augment, "model": model, "train": train, "text": text, "fusion": fusion,
+                "text_folds_used": text_folds_used}  # fmt: skip
     return FusionExperiment(
         dataset, table, encoder, bank, results, baselines, fusion.head, missing, settings,
         image_backbone=backbone if bank is not None else None,

@@ -406,7 +406,9 @@ class _Grid:
         columns = {
             "bank_views": k,
             "stage2_views": drawn,
-            "approximation": bool(k < drawn) if images else None,
+            # exact only when each cached view is drawn once (bank_views="epochs"); an integer K draws M of
+            # K at random every step, so views repeat across epochs whatever K is
+            "approximation": not getattr(result.loaders["train"], "each_once", False) if images else None,
             "stage1_views": None,
             "trainable_share": None,
             "text_folds": self.text.text_folds if modalities != "image" else None,
@@ -543,7 +545,8 @@ class _Grid:
         method = f"proposed (M={copies}, all) + {self.fusion.head} · {crossfit_tag(k)}"
         return [
             self.fuse(seed, cell, method, "cross-fitted", self.ds, feats, bank, self.fusion.head, copies,
-                      stage1_views=self.train.epochs * copies, text_folds=k)
+                      # every fold backbone runs all its epochs with every block trainable (train_blocks="all")
+                      stage1_views=self.train.epochs * copies, trainable_share=1.0, text_folds=k)
         ]  # fmt: skip
 
 
@@ -741,14 +744,14 @@ def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _k_cell(k: Any, drawn: Any, approximation: Any) -> str:
     if k is None:
         return "–"
-    return f"{k} (approximation: < {drawn} drawn)" if approximation else str(k)
+    return f"{k} (approximation: {drawn} drawn from {k} cached)" if approximation else f"{k} (each view once)"
 
 
 def markdown_table(summary: pd.DataFrame, metric: str) -> str:
     """The comparison as a markdown table: ``mean ± std`` in percent over ``n`` seeds (one seed has no
     spread: its cell says ``n/a`` instead of a ± 0.00 that would read as a measured zero), then each row's
-    K (the feature-bank views per training image its stage 2 drew from; "approximation" when K is below the
-    views it drew, stage-2 epochs x M, so views were reused), the augmented views per training image it saw
+    K (the feature-bank views per training image its stage 2 drew from; "approximation" unless each view
+    was drawn exactly once, ``bank_views="epochs"``: an integer K draws M of K at random every step), the augmented views per training image it saw
     in stage 1 / stage 2 (the M=1 row at equal compute sees as many as M copies), and the share of the
     backbone's parameters stage 1 trained.
 
@@ -756,7 +759,7 @@ def markdown_table(summary: pd.DataFrame, metric: str) -> str:
         >>> s = pd.DataFrame([{"method": "p", "group": "g", "mean": .5, "std": .1, "n": 3, "bank_views": 8,
         ...                    "stage2_views": 80, "approximation": True, "stage1_views": 24, "trainable_share": 1.0}])
         >>> markdown_table(s, "accuracy").splitlines()[-1]
-        '| p | g | 50.00 ± 10.00 | 3 | 8 (approximation: < 80 drawn) | 24 / 80 | 100.00% |'
+        '| p | g | 50.00 ± 10.00 | 3 | 8 (approximation: 80 drawn from 8 cached) | 24 / 80 | 100.00% |'
     """
     lines = [
         f"| method | group | test {metric} (%) mean ± std | seeds | K (bank views) | views seen per image "

@@ -258,7 +258,15 @@ def paired_bootstrap(
         w = _row_weights(rows_rng, stop - start, n)  # one resample of the rows, shared by every seed
         for s, (sa, sb) in enumerate(scorers):
             dev[start:stop, s] = sa(w) - sb(w) - diffs[s]
-    row_mean = np.nanmean(dev, 1)
+    # A replicate whose resample leaves the metric undefined (mAP with no positive of any label) is left
+    # out whole, and counted, rather than letting a NaN silently zero the test-row part below.
+    kept = np.isfinite(dev).all(1)
+    if not kept.any():
+        raise ValueError(
+            f"{metric} is undefined on every resample of these {n} test rows (no positive label?)"
+        )
+    dev, n_rep = dev[kept], int(kept.sum())
+    row_mean = dev.mean(1)
     if n_seeds > 1:
         # the shared part: the mean covariance of two different seeds' deviations
         cov = np.cov(dev, rowvar=False, ddof=0)
@@ -270,16 +278,14 @@ def paired_bootstrap(
         # conservative when both parts are alike), half stretch the whole deviation by a Welch-Satterthwaite
         # t (liberal there); pooled, they stay near 95% whatever the seeds' share (module docstring).
         seeds_rng = numpy_generator(seed, "bootstrap", key, 1)
-        pivot = np.arange(n_boot) % 2 == 0
+        pivot = np.arange(n_rep) % 2 == 0
         total = shared + seed_se**2
         welch_df = (
             total**2 / (seed_se**4 / (n_seeds - 1) + shared**2 / max(n - 1, 1)) if total > 0 else np.inf
         )
-        t = seeds_rng.standard_t(n_seeds - 1, size=n_boot)
-        z = seeds_rng.standard_normal(n_boot)
-        stretch = (
-            np.sqrt(welch_df / seeds_rng.chisquare(welch_df, n_boot)) if seed_se > 0 else np.ones(n_boot)
-        )
+        t = seeds_rng.standard_t(n_seeds - 1, size=n_rep)
+        z = seeds_rng.standard_normal(n_rep)
+        stretch = np.sqrt(welch_df / seeds_rng.chisquare(welch_df, n_rep)) if seed_se > 0 else np.ones(n_rep)
         boot_dev = np.where(pivot, scale * row_mean + seed_se * t, (scale * row_mean + seed_se * z) * stretch)
     else:
         shared, seed_se = float(row_mean.var()), 0.0
@@ -288,7 +294,7 @@ def paired_bootstrap(
     boot = diff_mean + boot_dev
     lo, hi = (float(v) for v in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
     below, above = int((boot <= 0).sum()), int((boot >= 0).sum())
-    p = min(1.0, 2 * (min(below, above) + 1) / (n_boot + 1))
+    p = min(1.0, 2 * (min(below, above) + 1) / (n_rep + 1))
     return {
         "per_seed_diff": [float(d) for d in diffs],
         "diff_mean": diff_mean,
@@ -297,6 +303,7 @@ def paired_bootstrap(
         "p_value": float(p),
         "boot": boot,
         "n_boot": int(n_boot),
+        "n_dropped": int(n_boot - n_rep),  # replicates where the metric was undefined
         "alpha": float(alpha),
         "seed_se": seed_se,
         "row_se": float(np.sqrt(shared)),
@@ -473,7 +480,8 @@ def verdict_words(result: dict[str, Any]) -> str:
     k = len(result["family"])
     head = (
         f"{k} claim{'s' * (k != 1)} on test {result['metric']}, fixed before the test set was read; "
-        f"paired bootstrap over test rows and seeds ({result['n_boot']:,} resamples), "
+        f"paired by seed; the test rows resampled once per replicate and shared by every seed "
+        f"({result['n_boot']:,} replicates), the seed-to-seed spread from the per-seed differences (t); "
         f"Holm-corrected at alpha = {result['alpha']:g}."
     )
     return "\n".join([head, ""] + [f"- {c['text']}" for c in result["family"]])

@@ -164,11 +164,12 @@ def run_mutant(mutant: Mutant, repo: Path = REPO, timeout: float = 180.0) -> Out
         return Outcome(
             mutant.name, "survived", seconds, f"{result['passed']} passed: {', '.join(mutant.tests)}"
         )
-    if result["rc"] == -1:
-        return Outcome(mutant.name, "killed", seconds, "timed out")
-    if result["rc"] in (1, 2):  # 1: a test failed; 2: collection/import failed under the mutant
+    if result["rc"] == 1 and result["failed"]:  # a test's assertion (or the code under it) failed
         return Outcome(mutant.name, "killed", seconds, f"{result['failed']} failed: {result['reason']}")
-    return Outcome(mutant.name, "error", seconds, f"pytest exit {result['rc']}: {result['tail'][-600:]}")
+    # A timeout or a collection/import error (exit 2) says the mutant broke the copy, not that a test
+    # caught the defect it names: an error, so a mistyped mutant cannot pass as killed.
+    why = "timed out" if result["rc"] == -1 else f"pytest exit {result['rc']}"
+    return Outcome(mutant.name, "error", seconds, f"{why}: {result['tail'][-600:]}")
 
 
 def check_baseline(mutants: list[Mutant], repo: Path = REPO, timeout: float = 300.0) -> Outcome:

@@ -298,7 +298,9 @@ def test_cross_fitted_bank_rows_come_from_backbones_that_never_saw_them(tmp_path
     state = _torch.random.get_rng_state()
     load_stage1(s1.checkpoint)
     assert _torch.equal(state, _torch.random.get_rng_state())  # loading leaves the caller's RNG alone
-    exp = run_fusion_experiment(ds, fusion=fusion, out_dir=tmp_path / "out", **stage2)
+    with pytest.warns(UserWarning, match="text_folds=3 is overridden by stage1_folds=2"):
+        exp = run_fusion_experiment(ds, fusion=fusion, out_dir=tmp_path / "out", **stage2)
+    assert exp.settings["text_folds_used"] == 2  # recorded, and notebook 04 writes it to metrics.json
     fold_of = assign_folds(ds.records("train"), 2, seed=0, y=ds.targets("train"))
     ids = ds.ids("train")
     opts = dict(image_size=32, batch_size=32, cache_dir=tmp_path / "bank", device="cpu")

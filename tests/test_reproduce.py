@@ -64,10 +64,13 @@ def test_markdown_table_names_k_views_and_share():
     )  # fmt: skip
     table = markdown_table(s, "accuracy")
     assert "K (bank views)" in table and "views seen per image" in table
-    assert "| p | proposed | 50.00 ± n/a | 1 | 8 (approximation: < 80 drawn) | 24 / 80 | 25.00% |" in table
     assert (
-        "| q | proposed | 50.00 ± n/a | 1 | 80 | 24 / 80 | 100.00% |" in table
-    )  # K = views drawn: no approximation
+        "| p | proposed | 50.00 ± n/a | 1 | 8 (approximation: 80 drawn from 8 cached) | 24 / 80 | 25.00% |"
+        in table
+    )
+    assert (
+        "| q | proposed | 50.00 ± n/a | 1 | 80 (each view once) | 24 / 80 | 100.00% |" in table
+    )  # bank_views="epochs": every view drawn once, no approximation
     assert "| t | single modality | 40.00 ± n/a | 1 | – | – | – |" in table
 
 
@@ -231,7 +234,8 @@ def test_notebook05_smoke(tmp_path):
     k = runs.groupby("method")["bank_views"].first()
     assert k[proposed] == smoke["bank_views"] and pd.isna(k["text only"])
     table = (tmp_path / "comparison.md").read_text()
-    assert f"| {smoke['bank_views']} (approximation: < {smoke['stage2_epochs'] * m} drawn) |" in table
+    k = smoke["bank_views"]
+    assert f"| {k} (approximation: {smoke['stage2_epochs'] * m} drawn from {k} cached) |" in table
     # text_folds is honoured; only the cross-fitted row's text uses the stage-1 folds
     folds = runs.groupby("method")["text_folds"].first()
     cross_row = f"{proposed} · cross-fitted (K={smoke['stage1_folds']})"

@@ -163,3 +163,14 @@ def test_a_failed_notebook_prints_the_cell_error_and_the_notebook_first(tmp_path
     assert lines[1] == f"executed notebook (with every output up to the error): {out / 'broken.ipynb'}"
     assert (out / "broken.ipynb").exists()
     assert "papermill" not in proc.stderr and len(lines) < 25
+
+
+@pytest.mark.parametrize("stem", ["04_multimodal_fusion", "05_reproduce"])
+def test_bank_views_takes_a_count_or_epochs(stem):
+    # bank_views="epochs" (each cached view drawn once: the paper's stage 2) must pass the command line's
+    # type check in both notebooks that build a bank, as an integer K does
+    from mmkit.run import NOTEBOOKS
+
+    notebook = NOTEBOOKS / f"{stem}.ipynb"
+    check_parameters(notebook, {"bank_views": "epochs"})
+    check_parameters(notebook, {"bank_views": 8})

@@ -48,3 +48,9 @@ def test_named_tests_that_skip_or_do_not_exist_are_errors(tmp_path):
     assert check_baseline([_mutant("a + b", "a - b")], _repo(tmp_path / "s", skip=True)).status == "error"
     missing = Mutant("m", "mmkit/__init__.py", "a + b", "a - b", ("tests/test_add.py::test_gone",))
     assert run_mutant(missing, _repo(tmp_path / "m")).status == "error"
+
+
+def test_a_mutant_that_breaks_the_import_is_an_error_not_a_kill(tmp_path):
+    # a syntax error fails collection (pytest exit 2 or 4): no test caught a defect, so it must not count
+    broken = run_mutant(_mutant("a + b", "a +"), _repo(tmp_path))
+    assert broken.status == "error" and "pytest exit" in broken.detail
