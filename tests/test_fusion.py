@@ -469,7 +469,7 @@ def test_stage2_model_averages_fold_logits():
     assert torch.allclose(both, (each[0] + each[1]) / 2)
 
 
-def test_stage2_bank_views_epochs_uses_each_view_once(food, tmp_path):
+def test_stage2_turns_each_once_on_for_bank_views_epochs_and_refuses_a_small_bank(food, tmp_path):
     from mmkit.features import resolve_bank_views
 
     epochs, m = 3, 2
