@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -144,7 +143,7 @@ def cross_fitted_bank(
 
     The assembled bank is written once beside the fold banks (float16 ``.npy``, memory-mapped like any
     bank) and reused when the fold banks are the same."""
-    from mmkit.features import FeatureBank, _open_bank, _tmp_name, dataset_fingerprint, key_hash
+    from mmkit.features import FeatureBank, _open_bank, _tmp_name, dataset_fingerprint, key_hash, publish_bank
 
     train_ids = dataset.ids("train")
     eval_splits = [s for s in ("val", "test") if s in dataset.splits]
@@ -196,12 +195,7 @@ def cross_fitted_bank(
             "fold_banks": [str(p[1].path) for p in parts],
             "cka": _cka(folds, ids, full_bank),
         }
-        (tmp / "ids.json").write_text(json.dumps(ids))
-        (tmp / "bank.json").write_text(json.dumps(meta, indent=2))
-        try:
-            tmp.rename(path)
-        except OSError:  # another process assembled the same bank first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_bank(tmp, path, ids, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -603,20 +603,25 @@ def build_feature_bank(
         bar.close()
         del train_views
         seconds = time.perf_counter() - start
-        (tmp / "ids.json").write_text(json.dumps(ids))
-        (tmp / "bank.json").write_text(
-            json.dumps({"key": key, "build_seconds": seconds, "device": str(device)}, indent=2)
-        )
-        try:
-            tmp.rename(path)
-        except OSError:  # another process built the same bank first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_bank(tmp, path, ids, {"key": key, "build_seconds": seconds, "device": str(device)})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         module.train(was_training)
     return _open_bank(path, key, reused=False)
+
+
+def publish_bank(tmp: Path, path: Path, ids: dict[str, list[str]], meta: dict[str, Any]) -> None:
+    """Finish a bank written into ``tmp``: its ids and ``bank.json`` (written last: a folder without it is
+    no bank), then one rename into ``path``. When another process published the same bank first, the rename
+    fails and its copy is kept."""
+    (tmp / "ids.json").write_text(json.dumps(ids))
+    (tmp / "bank.json").write_text(json.dumps(meta, indent=2))
+    try:
+        tmp.rename(path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _dim(module: nn.Module) -> int:
@@ -770,6 +775,7 @@ __all__ = [
     "key_hash",
     "load_backbone",
     "load_backbone_weights",
+    "publish_bank",
     "resolve_bank_views",
     "stage1_backbone",
     "stage1_norm",
