@@ -339,7 +339,7 @@ def test_notebooks_02_and_04_in_jupyterlab(lab, browser, tmp_path):
     browser.save_screenshot(str(shots / "02-explorer-reopened.png"))
 
     # --- 04: run all; the results table is in view without "Show more outputs"; reopened, no widget errors
-    _run_all(browser, lab, nb04.name, shots, timeout=150)
+    _run_all(browser, lab, nb04.name, shots, timeout=300)  # a wait bound: a loaded CI machine is slow
     _assert_reads_well(browser, nb04.name, shots, "run")
     tables = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output table.dataframe")
     assert len(tables) >= 2  # the results table and the missing-modality table

@@ -81,8 +81,10 @@ def require_train_groups(ds: Dataset, source: str, min_groups: int) -> None:
     """Raise ``DataError`` when grouped data leaves train fewer than ``min_groups`` groups.
 
     The k-fold out-of-fold text logits and cross-fitting put whole groups in folds (``mmkit.folds``), so
-    they need k groups in train; without this check a run would stop at its text features, after the slow
-    steps before them. Data without groups (every row its own group) always passes.
+    they need k groups in train. Data without groups (every row its own group) always passes.
+    ``load_dataset`` reports it as a warning (``warn_train_groups``): exploring the data (notebook 01) and
+    stage 1 (03) need no folds, and notebooks 04 and 05 make their folds before anything trains, where
+    ``mmkit.folds`` stops with the same fixes.
 
     Example:
         >>> require_train_groups(ds, "tweets.csv", 5)  # doctest: +SKIP
@@ -131,6 +133,17 @@ def _digest(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def warn_train_groups(ds: Dataset, source: str, min_groups: int) -> None:
+    """``require_train_groups`` as a warning (also in ``ds.meta["warnings"]``): the split is kept, and the
+    fold step of notebooks 04 / 05 stops, before any training, if the folds cannot be made."""
+    try:
+        require_train_groups(ds, source, min_groups)
+    except DataError as err:
+        warn(
+            f"{err} (the folds of notebooks 04 and 05 will stop on this)", ds.meta.setdefault("warnings", [])
+        )
+
+
 def cross_split_duplicates(ds: Dataset, source: str, max_examples: int = 10) -> dict:
     """Image files with the same content in two splits (a leak), reported in a warning and ``ds.meta``.
 
@@ -176,5 +189,6 @@ __all__ = [
     "cross_split_duplicates",
     "require_splits",
     "require_train_groups",
+    "warn_train_groups",
     "skip_report",
 ]
