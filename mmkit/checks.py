@@ -83,34 +83,15 @@ def input_problems(params: dict[str, Any], notebook: Optional[str] = None) -> li
                 f"preset file {preset} does not exist: save one with notebook 02's explorer, or set "
                 f"preset='seed'"
             )
-    problems += _fold_problems(params)
     return problems
-
-
-def _fold_problems(params: dict[str, Any]) -> list[str]:
-    """Folds a grouped split is not sized for: out-of-fold text logits and cross-fitting put whole groups in
-    folds, and the split keeps only ``min_train_groups`` groups in train where the groups are few."""
-    if not params.get("group_col") or params.get("min_train_groups") is None:
-        return []
-    folds = {k: int(params[k]) for k in ("text_folds", "stage1_folds") if params.get(k) is not None}
-    need = max(folds.values(), default=0)
-    keep = int(params["min_train_groups"])
-    if need <= keep:
-        return []
-    over = [k for k, v in folds.items() if v > keep]
-    return [
-        f"{' and '.join(f'{k}={folds[k]}' for k in over)} need{'s' if len(over) == 1 else ''} {need} groups "
-        f"of group_col {params['group_col']!r} in train, but the split keeps only min_train_groups={keep} "
-        f"there when the groups are few: set min_train_groups = {need} (the same in notebook 03, so that its "
-        f"checkpoint saw the same split), or lower {' and '.join(over)} to {keep}"
-    ]
 
 
 def check_inputs(params: dict[str, Any], notebook: Optional[str] = None) -> None:
     """Raise ``InputError`` naming the parameter to fix when a file or folder the parameters name is
-    missing (checkpoint, data_root, manifest, split_file, pretrained weights file, preset file), or when
-    grouped data (``group_col``) asks for more folds (``text_folds``, ``stage1_folds``) than the split keeps
-    groups in train (``min_train_groups``).
+    missing (checkpoint, data_root, manifest, split_file, pretrained weights file, preset file).
+
+    Grouped data with too few groups in train for the folds is not refused here: only the loaded split
+    says whether it is short (``load_dataset`` warns, and the fold step stops before training, with fixes).
 
     ``params``: the notebook's parameters (e.g. ``globals()``; other names are ignored); ``notebook``:
     its name, used in the message.
