@@ -648,7 +648,48 @@ def stage1_meta(backbone: Any, model: ModelConfig, augment: AugmentConfig, datas
         "classes": list(dataset.classes),
         "task": dataset.task,
         "dataset": getattr(dataset, "name", None),
+        # which rows stage 1 trained on (short digests of their ids: 8 bytes each, about 1 MB for Food-101),
+        # so stage 2 can refuse to score a val or test row this backbone fitted (restore_stage1_settings)
+        "train_id_digests": sorted(id_digests(dataset.ids("train"))),
     }
+
+
+def id_digests(ids: list[str]) -> list[str]:
+    """Short, stable digests of record ids (BLAKE2b, 8 bytes, hex): what a stage-1 checkpoint keeps of its
+    training rows.
+
+    Example:
+        >>> id_digests(["train/apple_pie/apple_pie_1.jpg"])[0] == id_digests(["train/apple_pie/apple_pie_1.jpg"])[0]
+        True
+    """
+    import hashlib
+
+    return [hashlib.blake2b(str(i).encode(), digest_size=8).hexdigest() for i in ids]
+
+
+def check_split(meta: dict[str, Any], dataset: Any, source: Union[str, Path]) -> None:
+    """Refuse a stage-1 checkpoint that trained on val or test rows of ``dataset``: its features of those
+    rows are fitted, not held out, so every val/test score of stage 2 would be leaked. It happens when
+    notebook 03 ran with other data settings than 04 (another ``seed``, ``val_fraction``, ``test_fraction``,
+    ``min_train_groups``, ``split_file``): the carved splits then differ. A checkpoint written before
+    checkpoints kept their training rows passes unchecked."""
+    trained = set(meta.get("train_id_digests") or [])
+    if not trained:
+        return
+    leaked = {}
+    for split in ("val", "test"):
+        if split in getattr(dataset, "splits", {}):
+            ids = dataset.ids(split)
+            leaked[split] = [i for i, d in zip(ids, id_digests(ids)) if d in trained]
+    if any(leaked.values()):
+        counts = " and ".join(f"{len(v)} {k}" for k, v in leaked.items() if v)
+        example = next(v for v in leaked.values() if v)[:3]
+        raise ValueError(
+            f"{source} was fine-tuned on {counts} rows of this dataset (e.g. {example}): stage 2 would score "
+            "rows its backbone trained on. Its split differs from this one: run notebook 03 again with this "
+            "notebook's data settings (dataset, data_root, seed, val_fraction, test_fraction, "
+            "min_train_groups, split_file, group_col), or pass a checkpoint trained on this split"
+        )
 
 
 def read_stage1_meta(path: Union[str, Path]) -> dict[str, Any]:
@@ -781,6 +822,7 @@ def restore_stage1_settings(
             changes[which][name] = (fallback or {}).get(name, getattr(defaults[which], name))
     if meta and dataset is not None:
         check_classes(meta["classes"], dataset, checkpoint)
+        check_split(meta, dataset, checkpoint)
     return (
         dataclasses.replace(model, **changes["model"]),
         dataclasses.replace(augment, **changes["augment"]),

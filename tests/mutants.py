@@ -89,6 +89,13 @@ MUTANTS = [
         tests=("tests/test_verdict.py::test_best_single_is_chosen_on_validation_not_test",),
     ),
     Mutant(
+        name="stage1-checkpoint-from-another-split-accepted",
+        file="mmkit/train.py",
+        old="        check_split(meta, dataset, checkpoint)\n",
+        new="",
+        tests=("tests/test_train.py::test_restore_stage1_settings_fills_open_fields_and_refuses_conflicts",),
+    ),
+    Mutant(
         name="text-features-joined-by-position",
         file="mmkit/text.py",
         old="return self.values[split][[index[k] for k in ids]]",

@@ -450,6 +450,12 @@ def test_restore_stage1_settings_fills_open_fields_and_refuses_conflicts(food, t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         restore_stage1_settings(r.checkpoint, open_model, open_aug, food)
+    # the same data carved with another seed: some of its val rows were stage 1's training rows
+    reshuffled = read_upmc_food101(food.meta["root"], val_fraction=0.25, seed=1)
+    with pytest.raises(
+        ValueError, match=r"fine-tuned on \d+ val rows of this dataset .* run notebook 03 again"
+    ):
+        restore_stage1_settings(r.checkpoint, open_model, open_aug, reshuffled)
     # no checkpoint: open fields take the fallback, else the dataclass default
     m, a = restore_stage1_settings(None, open_model, open_aug, fallback={"image_size": 48})
     assert (m.backbone, a.image_size, a.preset) == (ModelConfig().backbone, 48, AugmentConfig().preset)
