@@ -176,15 +176,15 @@ def cross_fitted_bank(
             views[rows], plain[rows] = bank.lookup("train", held, plain=False), bank.lookup("train", held)
         views.flush(), plain.flush()
         del views, plain
-        folds: dict[str, np.ndarray] = {}
+        folds: dict[str, np.ndarray] = {}  # the memmaps just written: the CKA reads one split of them
         for split in eval_splits:
             out = np.lib.format.open_memmap(
                 tmp / f"{split}.npy", "w+", np.float16, (len(ids[split]), len(parts), d)
             )
             for k, (_, bank) in enumerate(parts):
                 out[:, k] = bank.lookup(split, ids[split]) if ids[split] else np.zeros((0, d), np.float16)
-            folds[split] = np.asarray(out, dtype=np.float32)
             out.flush()
+            folds[split] = out
             del out
         meta = {
             "key": key,
@@ -195,6 +195,7 @@ def cross_fitted_bank(
             "fold_banks": [str(p[1].path) for p in parts],
             "cka": _cka(folds, ids, full_bank),
         }
+        del folds  # closes the memmaps before the folder is renamed
         publish_bank(tmp, path, ids, meta)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

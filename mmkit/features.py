@@ -722,7 +722,7 @@ class BankLoader:
     def __iter__(self):
         gen = torch_generator(self.seed, "bank_batches", self.epoch)
         n = len(self.ids)
-        if self.each_once and (self.epoch + 1) * self.copies > self.views.shape[1]:
+        if self.each_once and self.epoch >= self.epochs_covered:
             raise ValueError(
                 f"epoch {self.epoch} needs views {self.epoch * self.copies}..{(self.epoch + 1) * self.copies - 1} "
                 f"but the bank holds K={self.views.shape[1]} (bank_views='epochs' builds K = stage-2 "

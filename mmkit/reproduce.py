@@ -709,8 +709,10 @@ def _value(x: Any, col: str = "") -> Any:
     None, counts are ints again after a CSV round trip, "True"/"False" are bools."""
     if x is None or (isinstance(x, (float, np.floating)) and np.isnan(x)):
         return None
-    if isinstance(x, (np.bool_, bool)) or (isinstance(x, str) and x in ("True", "False")):
-        return x if isinstance(x, bool) else bool(x) if not isinstance(x, str) else x == "True"
+    if isinstance(x, str) and x in ("True", "False"):
+        return x == "True"
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
     if col == "trainable_share":
         return float(x)
     if isinstance(x, (int, np.integer)) or (isinstance(x, (float, np.floating)) and float(x).is_integer()):

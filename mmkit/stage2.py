@@ -234,7 +234,8 @@ def train_stage2(
     device = default_device(device if device is not None else train.device)  # as stage 1 does
     loaders = stage2_loaders(dataset, text, bank, augment, fusion, train.seed)
     if bank is not None:
-        if fusion.bank_views == "epochs" and bank.views < train.epochs * augment.copies:
+        covered = loaders["train"].epochs_covered  # each_once (bank_views="epochs"): the epochs K views last
+        if covered is not None and covered < train.epochs:
             raise ValueError(
                 f'bank_views="epochs": {train.epochs} stage-2 epochs x copies={augment.copies} need '
                 f"{train.epochs * augment.copies} views of each training image, the bank holds K={bank.views}; "

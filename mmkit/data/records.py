@@ -351,8 +351,8 @@ def fill_train_groups(
     to their shares, since the carves were sized for a train that held fewer rows. ``splits`` is changed in
     place; the groups that ended in train, as (split they came from, group), are returned, and a warning
     says what moved. When the
-    splits run out of groups to give, train keeps fewer (``mmkit.data.checks.require_train_groups`` then
-    stops the run).
+    splits run out of groups to give, train keeps fewer (``load_dataset`` then warns, and the folds of
+    notebooks 04 / 05 stop before training: ``mmkit.data.checks.warn_train_groups``).
 
     Example:
         >>> recs = [Record(str(i), Path(f"{i}.jpg"), "t", "a", group="aabbcccc"[i]) for i in range(8)]
